@@ -1,0 +1,122 @@
+//! Helpers shared by ferry's test suites: a fresh temp dir per test, spawned processes
+//! that are killed when the test ends, and free loopback ports.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+/// A fresh temporary directory, removed when dropped (kept if `FERRY_KEEP_TEST_DIRS` is set).
+pub struct Dir {
+    inner: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl Dir {
+    /// Make a new empty directory whose name starts with `prefix`.
+    pub fn new(prefix: &str) -> Dir {
+        let inner = tempfile::Builder::new()
+            .prefix(&format!("ferry-test-{prefix}-"))
+            .tempdir()
+            .expect("create temp dir");
+        let path = inner.path().to_path_buf();
+        if std::env::var_os("FERRY_KEEP_TEST_DIRS").is_some() {
+            eprintln!("keeping test dir {}", path.display());
+            let _ = inner.keep();
+            return Dir { inner: None, path };
+        }
+        Dir { inner: Some(inner), path }
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A path inside the directory.
+    pub fn join(&self, relative: impl AsRef<Path>) -> PathBuf {
+        self.path.join(relative)
+    }
+
+    /// Write a file (creating parent directories) and return its path.
+    pub fn write(&self, relative: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create parent dir");
+        }
+        std::fs::write(&path, contents).expect("write file");
+        path
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            let _ = inner.close();
+        }
+    }
+}
+
+/// A spawned child process that is killed (and reaped) when dropped, so a failing test
+/// never leaves servers behind.
+pub struct ChildGuard {
+    child: Option<Child>,
+}
+
+impl ChildGuard {
+    /// Spawn `command` and guard it.
+    pub fn spawn(command: &mut Command) -> ChildGuard {
+        let child = command.spawn().unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+        ChildGuard { child: Some(child) }
+    }
+
+    /// The child's PID.
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Access the child (to wait on it, send it signals, read its pipes).
+    pub fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("child already taken")
+    }
+
+    /// Send a signal to the child.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe {
+            libc::kill(self.id() as libc::pid_t, signal);
+        }
+    }
+
+    /// Stop guarding and hand the child back.
+    pub fn into_inner(mut self) -> Child {
+        self.child.take().expect("child already taken")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("bind an ephemeral port")
+}
+
+/// The path to a workspace binary built by cargo alongside the test binaries
+/// (for binaries of other packages, which `CARGO_BIN_EXE_*` does not cover).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let mut dir = std::env::current_exe().expect("current exe");
+    dir.pop(); // the test binary's name
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join(name)
+}

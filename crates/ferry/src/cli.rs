@@ -1,0 +1,67 @@
+//! The command-line surface: global flags and the list of subcommands. Each subcommand's
+//! flags live beside its code in `commands/<name>.rs`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands;
+
+/// Pack a service into a .deb, publish it to an object store, and roll it out to a fleet
+/// with health-gated, zero-downtime restarts.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build a .deb from a ferry.toml.
+    Pack(commands::pack::Args),
+    /// Show what is inside a .deb: control fields, scripts, conffiles, files.
+    Inspect(commands::inspect::Args),
+    /// Make a minisign key pair for signing releases.
+    Keygen(commands::keygen::Args),
+    /// Upload .debs and point a channel at them (signed).
+    Publish(commands::publish::Args),
+    /// List the history of a channel.
+    Releases(commands::releases::Args),
+    /// Point a channel back at an earlier release (a new, higher serial).
+    Rollback(commands::rollback::Args),
+    /// Point one channel at the release another channel names.
+    Promote(commands::promote::Args),
+    /// Check a channel's signatures and re-hash its artifacts.
+    Verify(commands::verify::Args),
+    /// Run the update agent on a server (or `ferry agent status`).
+    Agent(commands::agent::Args),
+    /// Supervise a service: hold its sockets and swap processes without dropping requests.
+    Run(commands::run::Args),
+    /// Run the whole loop locally: pack, publish, install, swap, roll back.
+    Quickstart(commands::quickstart::Args),
+}
+
+impl Command {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            Command::Pack(args) => commands::pack::run(args),
+            Command::Inspect(args) => commands::inspect::run(args),
+            Command::Keygen(args) => commands::keygen::run(args),
+            Command::Publish(args) => commands::publish::run(args),
+            Command::Releases(args) => commands::releases::run(args),
+            Command::Rollback(args) => commands::rollback::run(args),
+            Command::Promote(args) => commands::promote::run(args),
+            Command::Verify(args) => commands::verify::run(args),
+            Command::Agent(args) => commands::agent::run(args),
+            Command::Run(args) => commands::run::run(args),
+            Command::Quickstart(args) => commands::quickstart::run(args),
+        }
+    }
+}
