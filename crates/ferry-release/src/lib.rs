@@ -1,3 +1,31 @@
 //! ferry's data model and trust: release and channel-pointer documents, their signed
 //! envelopes (minisign), and the rules for serials and expiry.
+//!
+//! Everything an agent needs to decide "may I install this?" lives here, free of I/O policy:
+//! the caller fetches bytes (from any store) and hands them to [`verify_pointer`] /
+//! [`verify_release`] together with its [`TrustedKeys`] and the highest serial it has seen.
 #![warn(missing_docs)]
+
+mod document;
+mod envelope;
+mod error;
+mod keys;
+
+pub use document::{
+    ArtifactRef, ChannelPointer, Release, ReleaseRef, Rollout, SCHEMA, Wave, now_utc,
+};
+pub use envelope::{
+    Envelope, MAX_DOCUMENT_BYTES, PointerCheck, VerifiedPointer, VerifiedRelease, sign_artifact,
+    sign_document, verify_artifact_signature, verify_envelope, verify_pointer, verify_release,
+};
+pub use error::Error;
+pub use keys::{GeneratedKeyPair, KeyId, SigningKey, TrustedKeys, generate_key_pair};
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The sha256 of `bytes` as lowercase hex, the form used in artifact names and documents.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
