@@ -1,3 +1,15 @@
 //! The agent's update state machine: poll the channel pointer, verify, download, install,
 //! restart, health-check, then commit or roll back, journaled so a crash resumes cleanly.
 #![warn(missing_docs)]
+
+pub mod backoff;
+pub mod config;
+mod error;
+pub mod fsutil;
+pub mod health;
+pub mod install;
+pub mod journal;
+pub mod restart;
+
+pub use config::{AgentFile, Overrides, Settings};
+pub use error::Error;

@@ -1,0 +1,865 @@
+//! The agent's configuration: the TOML file structs (kebab-case, unknown keys refused), the
+//! overrides the binary takes from flags and `FERRY_*` variables, and the resolved
+//! [`Settings`] with every default filled in, so the rest of the agent never sees an `Option`
+//! it has to interpret.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::Error;
+
+/// The agent's TOML file, exactly as written by the operator.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AgentFile {
+    /// The store URL: `file:///srv/ferry` or `s3://bucket/prefix`.
+    pub store: Option<String>,
+    /// A custom S3 endpoint (MinIO, a local test server).
+    pub s3_endpoint: Option<String>,
+    /// The application name, as published.
+    pub app: Option<String>,
+    /// The channel to follow (default `stable`).
+    pub channel: Option<String>,
+    /// Paths of trusted minisign public keys.
+    #[serde(default)]
+    pub trust: Vec<PathBuf>,
+    /// Time between polls (default `10s`), e.g. `"30s"`, `"500ms"`.
+    pub interval: Option<String>,
+    /// Random extra delay added to each interval, up to this much (default a tenth of the interval).
+    pub jitter: Option<String>,
+    /// The longest wait between retries while the store fails (default `5m`).
+    pub backoff_max: Option<String>,
+    /// Where the journal lives (default `/var/lib/ferry`).
+    pub state_dir: Option<PathBuf>,
+    /// Where downloaded artifacts are kept (default `<state-dir>/cache`).
+    pub cache_dir: Option<PathBuf>,
+    /// This host's id (default: the contents of `/etc/machine-id`).
+    pub host_id: Option<String>,
+    /// The Debian architecture to install (default: this machine's).
+    pub architecture: Option<String>,
+    /// Write status reports to `apps/<app>/hosts/<host-id>.json` (default true).
+    pub report: Option<bool>,
+    /// How many artifacts to keep in the cache, the current one included (default 3).
+    pub keep_artifacts: Option<usize>,
+    /// How to install a release.
+    pub install: Option<InstallFile>,
+    /// How to make the service pick up a new release.
+    #[serde(default)]
+    pub restart: Option<RestartFile>,
+    /// How to tell whether the new release works.
+    #[serde(default)]
+    pub health: Option<HealthFile>,
+}
+
+/// `[install]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct InstallFile {
+    /// `unpack` or `dpkg`.
+    pub method: String,
+    /// unpack: the directory holding `releases/<version>/` and the `current` link.
+    pub root: Option<PathBuf>,
+    /// unpack: how many releases to keep under `releases/` (default 3).
+    pub keep: Option<usize>,
+    /// dpkg: the program to run (default `dpkg`).
+    pub dpkg: Option<PathBuf>,
+    /// dpkg: extra arguments put before the action, e.g. `["--root=/sandbox"]`.
+    #[serde(default)]
+    pub dpkg_args: Vec<String>,
+    /// dpkg: how long to wait for the dpkg lock (default `5m`).
+    pub lock_timeout: Option<String>,
+}
+
+/// `[restart]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RestartFile {
+    /// `supervisor`, `systemd`, `signal`, `exec` or `none`.
+    pub method: String,
+    /// supervisor: the control socket of `ferry run --control`.
+    pub control: Option<PathBuf>,
+    /// systemd / signal: the unit name.
+    pub unit: Option<String>,
+    /// signal: the pidfile to read the PID from.
+    pub pidfile: Option<PathBuf>,
+    /// signal: the signal's name (default `HUP`).
+    pub signal: Option<String>,
+    /// exec: the command and its arguments.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// How long the restart may take (default `60s`).
+    pub timeout: Option<String>,
+}
+
+/// `[health]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HealthFile {
+    /// GET this `http://` URL and expect a 2xx answer.
+    pub http: Option<String>,
+    /// With `http`: the body must contain this text; `{version}` stands for the release's version.
+    pub expect_body: Option<String>,
+    /// Connect to this `host:port`.
+    pub tcp: Option<String>,
+    /// Run this command and expect exit status 0.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// The service's process must still be alive after this long (e.g. `"5s"`).
+    pub running_for: Option<String>,
+    /// For `running-for` with a restart method that does not report a PID: read it here.
+    pub pidfile: Option<PathBuf>,
+    /// The deadline for the check to pass (default `20s`).
+    pub timeout: Option<String>,
+    /// Time between attempts within the deadline (default `250ms`).
+    pub retry: Option<String>,
+}
+
+/// What the command line and the environment override. Each field is `None` when neither set it.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--store` / `FERRY_STORE`.
+    pub store: Option<String>,
+    /// `--s3-endpoint` / `FERRY_S3_ENDPOINT` / `AWS_ENDPOINT_URL`.
+    pub s3_endpoint: Option<String>,
+    /// `FERRY_APP`.
+    pub app: Option<String>,
+    /// `FERRY_CHANNEL`.
+    pub channel: Option<String>,
+    /// `FERRY_TRUST` (a list).
+    pub trust: Option<Vec<PathBuf>>,
+    /// `FERRY_AGENT_INTERVAL`.
+    pub interval: Option<String>,
+    /// `FERRY_STATE_DIR`.
+    pub state_dir: Option<PathBuf>,
+    /// `FERRY_CACHE_DIR`.
+    pub cache_dir: Option<PathBuf>,
+    /// `FERRY_HOST_ID`.
+    pub host_id: Option<String>,
+    /// `FERRY_ARCHITECTURE`.
+    pub architecture: Option<String>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Store URL.
+    pub store: String,
+    /// Custom S3 endpoint, if any.
+    pub s3_endpoint: Option<String>,
+    /// Application name.
+    pub app: String,
+    /// Channel followed.
+    pub channel: String,
+    /// Trusted public key files (at least one).
+    pub trust: Vec<PathBuf>,
+    /// Time between polls.
+    pub interval: Duration,
+    /// Upper bound of the random extra delay per poll.
+    pub jitter: Duration,
+    /// Cap of the error backoff.
+    pub backoff_max: Duration,
+    /// Journal directory.
+    pub state_dir: PathBuf,
+    /// Artifact cache directory.
+    pub cache_dir: PathBuf,
+    /// This host's id.
+    pub host_id: String,
+    /// Debian architecture installed.
+    pub architecture: String,
+    /// Whether status reports are written to the store.
+    pub report: bool,
+    /// Artifacts kept in the cache.
+    pub keep_artifacts: usize,
+    /// Install method.
+    pub install: Install,
+    /// Restart method.
+    pub restart: Restart,
+    /// Health check.
+    pub health: Health,
+}
+
+/// How a release is installed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Install {
+    /// data.tar into `<root>/releases/<version>/`, then an atomic `current` switch.
+    Unpack {
+        /// The root directory.
+        root: PathBuf,
+        /// Releases kept.
+        keep: usize,
+    },
+    /// `dpkg -i`.
+    Dpkg {
+        /// The dpkg program.
+        program: PathBuf,
+        /// Extra arguments before the action.
+        extra_args: Vec<String>,
+        /// How long to wait for the dpkg lock.
+        lock_timeout: Duration,
+    },
+}
+
+/// How the service is told about a new release.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Restart {
+    /// `ferry run --control SOCKET`: a zero-downtime swap.
+    Supervisor {
+        /// Control socket.
+        control: PathBuf,
+        /// How long the swap may take.
+        timeout: Duration,
+    },
+    /// `systemctl reload-or-restart UNIT`.
+    Systemd {
+        /// The unit.
+        unit: String,
+        /// How long systemctl may take.
+        timeout: Duration,
+    },
+    /// A signal to the PID in a pidfile or to the unit's MainPID.
+    Signal {
+        /// Where the PID comes from.
+        target: SignalTarget,
+        /// The signal number.
+        signal: i32,
+        /// The signal's name, for logs.
+        signal_name: String,
+    },
+    /// A command.
+    Exec {
+        /// Program and arguments.
+        command: Vec<String>,
+        /// How long it may run.
+        timeout: Duration,
+    },
+    /// Nothing (the install restarts the service, e.g. a postinst).
+    None,
+}
+
+/// Where the signal method finds the PID. Never a process name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SignalTarget {
+    /// A pidfile.
+    Pidfile(PathBuf),
+    /// `systemctl show -p MainPID UNIT`.
+    Unit(String),
+}
+
+/// The health check after a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    /// What to check.
+    pub probe: Probe,
+    /// Deadline for the check to pass.
+    pub timeout: Duration,
+    /// Time between attempts.
+    pub retry: Duration,
+}
+
+/// One health probe.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe {
+    /// GET an http:// URL, expect 2xx and optionally a body substring.
+    Http {
+        /// The URL.
+        url: String,
+        /// Substring expected in the body; `{version}` is replaced by the release's version.
+        expect_body: Option<String>,
+    },
+    /// A TCP connect.
+    Tcp {
+        /// `host:port`.
+        address: String,
+    },
+    /// A command's exit status.
+    Command {
+        /// Program and arguments.
+        command: Vec<String>,
+    },
+    /// The service's process is still alive after this long.
+    Running {
+        /// How long.
+        duration: Duration,
+        /// Where to read the PID when the restart method does not report it.
+        pidfile: Option<PathBuf>,
+    },
+    /// No health check: a successful restart commits.
+    None,
+}
+
+impl AgentFile {
+    /// Parse the TOML text of an agent file; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<AgentFile, Error> {
+        toml::from_str(text).map_err(|source| Error::Config {
+            path: origin.to_path_buf(),
+            message: source.to_string(),
+        })
+    }
+
+    /// Read and parse an agent file.
+    pub fn read(path: &Path) -> Result<AgentFile, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            action: "read the agent config",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        AgentFile::parse(&text, path)
+    }
+}
+
+fn config_error(path: &Path, message: impl Into<String>) -> Error {
+    Error::Config {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Parse a duration like `10s`, `500ms`, `5m`, naming the key in the error.
+pub fn parse_duration(text: &str, key: &str, origin: &Path) -> Result<Duration, Error> {
+    humantime::parse_duration(text.trim()).map_err(|error| {
+        config_error(
+            origin,
+            format!(
+                "`{key}` = {text:?} is not a duration ({error}); write e.g. \"10s\" or \"500ms\""
+            ),
+        )
+    })
+}
+
+fn duration_or(
+    text: Option<&String>,
+    key: &str,
+    default: Duration,
+    origin: &Path,
+) -> Result<Duration, Error> {
+    match text {
+        Some(text) => parse_duration(text, key, origin),
+        None => Ok(default),
+    }
+}
+
+/// This machine's Debian architecture name.
+pub fn host_architecture() -> String {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "i386",
+        "arm" => "armhf",
+        "powerpc64" => "ppc64el",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    }
+    .to_string()
+}
+
+/// Read the host id from a machine-id file.
+pub fn read_machine_id(path: &Path) -> Result<String, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        action: "read the host id (set `host-id` or FERRY_HOST_ID)",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let id = text.trim().to_string();
+    if id.is_empty() {
+        return Err(config_error(
+            path,
+            "the machine id is empty; set `host-id` or FERRY_HOST_ID",
+        ));
+    }
+    Ok(id)
+}
+
+/// A signal name (`HUP`, `SIGUSR2`) or number to its number.
+pub fn signal_number(name: &str) -> Option<i32> {
+    let upper = name.trim().to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let number = match bare {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "TERM" => libc::SIGTERM,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "WINCH" => libc::SIGWINCH,
+        "KILL" => libc::SIGKILL,
+        other => {
+            return other
+                .parse()
+                .ok()
+                .filter(|number| (1..=64).contains(number));
+        }
+    };
+    Some(number)
+}
+
+fn valid_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 128
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'))
+        && !text.starts_with('.')
+}
+
+impl Settings {
+    /// Resolve a file plus overrides into settings. `origin` names the file in errors;
+    /// `machine_id` is where the host id is read when neither the file nor the overrides set it.
+    pub fn resolve(
+        file: AgentFile,
+        overrides: Overrides,
+        origin: &Path,
+        machine_id: &Path,
+    ) -> Result<Settings, Error> {
+        let store = overrides.store.or(file.store).ok_or_else(|| {
+            config_error(
+                origin,
+                "`store` is missing (e.g. store = \"file:///srv/ferry\"); or set FERRY_STORE",
+            )
+        })?;
+        let app = overrides
+            .app
+            .or(file.app)
+            .ok_or_else(|| config_error(origin, "`app` is missing; or set FERRY_APP"))?;
+        if !valid_name(&app) {
+            return Err(config_error(
+                origin,
+                format!("`app` = {app:?} is not a valid name (letters, digits, - _ . +)"),
+            ));
+        }
+        let channel = overrides
+            .channel
+            .or(file.channel)
+            .unwrap_or_else(|| "stable".to_string());
+        if !valid_name(&channel) {
+            return Err(config_error(
+                origin,
+                format!("`channel` = {channel:?} is not a valid name (letters, digits, - _ . +)"),
+            ));
+        }
+        let base = origin.parent().unwrap_or(Path::new("."));
+        let trust: Vec<PathBuf> = overrides
+            .trust
+            .unwrap_or(file.trust)
+            .into_iter()
+            .map(|path| {
+                if path.is_relative() {
+                    base.join(path)
+                } else {
+                    path
+                }
+            })
+            .collect();
+        if trust.is_empty() {
+            return Err(config_error(
+                origin,
+                "`trust` lists no public key; add trust = [\"/etc/ferry/release.pub\"]",
+            ));
+        }
+        let interval_text = overrides.interval.or(file.interval);
+        let interval = duration_or(
+            interval_text.as_ref(),
+            "interval",
+            Duration::from_secs(10),
+            origin,
+        )?;
+        if interval.is_zero() {
+            return Err(config_error(origin, "`interval` must be more than zero"));
+        }
+        let jitter = duration_or(file.jitter.as_ref(), "jitter", interval / 10, origin)?;
+        let backoff_max = duration_or(
+            file.backoff_max.as_ref(),
+            "backoff-max",
+            Duration::from_secs(300),
+            origin,
+        )?;
+        let state_dir = overrides
+            .state_dir
+            .or(file.state_dir)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/ferry"));
+        let cache_dir = overrides
+            .cache_dir
+            .or(file.cache_dir)
+            .unwrap_or_else(|| state_dir.join("cache"));
+        let host_id = match overrides.host_id.or(file.host_id) {
+            Some(id) => id,
+            None => read_machine_id(machine_id)?,
+        };
+        if !valid_name(&host_id) {
+            return Err(config_error(
+                origin,
+                format!("host id {host_id:?} is not a valid name (letters, digits, - _ . +)"),
+            ));
+        }
+        let architecture = overrides
+            .architecture
+            .or(file.architecture)
+            .unwrap_or_else(host_architecture);
+        let keep_artifacts = file.keep_artifacts.unwrap_or(3);
+        if keep_artifacts < 2 {
+            return Err(config_error(
+                origin,
+                "`keep-artifacts` must be at least 2 (the current release and the one to roll back to)",
+            ));
+        }
+
+        let install_file = file.install.ok_or_else(|| {
+            config_error(
+                origin,
+                "the [install] table is missing (method = \"unpack\" or \"dpkg\")",
+            )
+        })?;
+        let install = resolve_install(install_file, origin)?;
+        let restart = match file.restart {
+            Some(restart) => resolve_restart(restart, origin)?,
+            None => Restart::None,
+        };
+        let health = match file.health {
+            Some(health) => resolve_health(health, origin)?,
+            None => Health {
+                probe: Probe::None,
+                timeout: Duration::from_secs(20),
+                retry: Duration::from_millis(250),
+            },
+        };
+        Ok(Settings {
+            store,
+            s3_endpoint: overrides.s3_endpoint.or(file.s3_endpoint),
+            app,
+            channel,
+            trust,
+            interval,
+            jitter,
+            backoff_max,
+            state_dir,
+            cache_dir,
+            host_id,
+            architecture,
+            report: file.report.unwrap_or(true),
+            keep_artifacts,
+            install,
+            restart,
+            health,
+        })
+    }
+}
+
+fn resolve_install(file: InstallFile, origin: &Path) -> Result<Install, Error> {
+    match file.method.as_str() {
+        "unpack" => {
+            let root = file
+                .root
+                .ok_or_else(|| config_error(origin, "[install] method \"unpack\" needs `root` (the directory for releases/ and current)"))?;
+            let keep = file.keep.unwrap_or(3);
+            if keep < 2 {
+                return Err(config_error(
+                    origin,
+                    "[install] `keep` must be at least 2 (the current release and the one to roll back to)",
+                ));
+            }
+            Ok(Install::Unpack { root, keep })
+        }
+        "dpkg" => Ok(Install::Dpkg {
+            program: file.dpkg.unwrap_or_else(|| PathBuf::from("dpkg")),
+            extra_args: file.dpkg_args,
+            lock_timeout: duration_or(
+                file.lock_timeout.as_ref(),
+                "install.lock-timeout",
+                Duration::from_secs(300),
+                origin,
+            )?,
+        }),
+        other => Err(config_error(
+            origin,
+            format!("[install] method {other:?} is unknown; use \"unpack\" or \"dpkg\""),
+        )),
+    }
+}
+
+fn resolve_restart(file: RestartFile, origin: &Path) -> Result<Restart, Error> {
+    let timeout = duration_or(
+        file.timeout.as_ref(),
+        "restart.timeout",
+        Duration::from_secs(60),
+        origin,
+    )?;
+    match file.method.as_str() {
+        "supervisor" => Ok(Restart::Supervisor {
+            control: file
+                .control
+                .ok_or_else(|| config_error(origin, "[restart] method \"supervisor\" needs `control` (the socket of `ferry run --control`)"))?,
+            timeout,
+        }),
+        "systemd" => Ok(Restart::Systemd {
+            unit: file.unit.ok_or_else(|| config_error(origin, "[restart] method \"systemd\" needs `unit`"))?,
+            timeout,
+        }),
+        "signal" => {
+            let target = match (file.pidfile, file.unit) {
+                (Some(pidfile), None) => SignalTarget::Pidfile(pidfile),
+                (None, Some(unit)) => SignalTarget::Unit(unit),
+                _ => {
+                    return Err(config_error(
+                        origin,
+                        "[restart] method \"signal\" needs exactly one of `pidfile` or `unit` (never a process name)",
+                    ));
+                }
+            };
+            let signal_name = file.signal.unwrap_or_else(|| "HUP".to_string());
+            let signal = signal_number(&signal_name)
+                .ok_or_else(|| config_error(origin, format!("[restart] signal {signal_name:?} is unknown (use e.g. \"HUP\", \"USR2\")")))?;
+            Ok(Restart::Signal { target, signal, signal_name })
+        }
+        "exec" => {
+            if file.command.is_empty() {
+                return Err(config_error(origin, "[restart] method \"exec\" needs `command` = [\"program\", \"arg\", …]"));
+            }
+            Ok(Restart::Exec { command: file.command, timeout })
+        }
+        "none" => Ok(Restart::None),
+        other => Err(config_error(
+            origin,
+            format!("[restart] method {other:?} is unknown; use supervisor, systemd, signal, exec or none"),
+        )),
+    }
+}
+
+fn resolve_health(file: HealthFile, origin: &Path) -> Result<Health, Error> {
+    let timeout = duration_or(
+        file.timeout.as_ref(),
+        "health.timeout",
+        Duration::from_secs(20),
+        origin,
+    )?;
+    let retry = duration_or(
+        file.retry.as_ref(),
+        "health.retry",
+        Duration::from_millis(250),
+        origin,
+    )?;
+    let mut probes = Vec::new();
+    if let Some(url) = file.http {
+        if !url.starts_with("http://") {
+            return Err(config_error(
+                origin,
+                format!("[health] http = {url:?} must be an http:// URL"),
+            ));
+        }
+        probes.push(Probe::Http {
+            url,
+            expect_body: file.expect_body,
+        });
+    } else if file.expect_body.is_some() {
+        return Err(config_error(origin, "[health] `expect-body` needs `http`"));
+    }
+    if let Some(address) = file.tcp {
+        probes.push(Probe::Tcp { address });
+    }
+    if !file.command.is_empty() {
+        probes.push(Probe::Command {
+            command: file.command,
+        });
+    }
+    if let Some(duration) = file.running_for {
+        probes.push(Probe::Running {
+            duration: parse_duration(&duration, "health.running-for", origin)?,
+            pidfile: file.pidfile,
+        });
+    }
+    if probes.len() > 1 {
+        return Err(config_error(
+            origin,
+            "[health] set only one of `http`, `tcp`, `command`, `running-for`",
+        ));
+    }
+    Ok(Health {
+        probe: probes.pop().unwrap_or(Probe::None),
+        timeout,
+        retry,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISSUE_EXAMPLE: &str = r#"
+store = "s3://bucket/prefix"
+app = "hello"
+channel = "stable"
+trust = ["/etc/ferry/release.pub"]
+interval = "10s"
+state-dir = "/var/lib/ferry"
+[install]
+method = "unpack"
+root = "/srv/hello"
+[restart]
+method = "supervisor"
+control = "/run/ferry/hello.sock"
+[health]
+http = "http://127.0.0.1:8080/health"
+timeout = "20s"
+"#;
+
+    fn resolve(text: &str, overrides: Overrides) -> Result<Settings, Error> {
+        let origin = Path::new("/etc/ferry/agent.toml");
+        let file = AgentFile::parse(text, origin)?;
+        let overrides = Overrides {
+            host_id: overrides.host_id.clone().or(Some("host-1".into())),
+            ..overrides
+        };
+        Settings::resolve(
+            file,
+            overrides,
+            origin,
+            Path::new("/nonexistent/machine-id"),
+        )
+    }
+
+    #[test]
+    fn the_issue_example_resolves_with_defaults() {
+        let settings = resolve(ISSUE_EXAMPLE, Overrides::default()).unwrap();
+        assert_eq!(settings.store, "s3://bucket/prefix");
+        assert_eq!(settings.interval, Duration::from_secs(10));
+        assert_eq!(settings.jitter, Duration::from_secs(1));
+        assert_eq!(settings.cache_dir, PathBuf::from("/var/lib/ferry/cache"));
+        assert_eq!(
+            settings.install,
+            Install::Unpack {
+                root: "/srv/hello".into(),
+                keep: 3
+            }
+        );
+        assert_eq!(
+            settings.restart,
+            Restart::Supervisor {
+                control: "/run/ferry/hello.sock".into(),
+                timeout: Duration::from_secs(60)
+            }
+        );
+        assert_eq!(
+            settings.health.probe,
+            Probe::Http {
+                url: "http://127.0.0.1:8080/health".into(),
+                expect_body: None
+            }
+        );
+        assert!(settings.report);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let error = resolve(
+            &format!("{ISSUE_EXAMPLE}\nintreval = \"5s\"\n"),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("intreval"), "{error}");
+        let error = resolve(
+            &ISSUE_EXAMPLE.replace("root =", "rot ="),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("rot"), "{error}");
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let overrides = Overrides {
+            store: Some("file:///srv/ferry".into()),
+            channel: Some("beta".into()),
+            interval: Some("250ms".into()),
+            trust: Some(vec!["/k.pub".into()]),
+            ..Overrides::default()
+        };
+        let settings = resolve(ISSUE_EXAMPLE, overrides).unwrap();
+        assert_eq!(settings.store, "file:///srv/ferry");
+        assert_eq!(settings.channel, "beta");
+        assert_eq!(settings.interval, Duration::from_millis(250));
+        assert_eq!(settings.jitter, Duration::from_millis(25));
+        assert_eq!(settings.trust, vec![PathBuf::from("/k.pub")]);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let error = resolve(
+            &ISSUE_EXAMPLE.replace("\"10s\"", "\"often\""),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("interval"), "{error}");
+        let error = resolve(
+            &ISSUE_EXAMPLE.replace("\"supervisor\"", "\"killall\""),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("killall"), "{error}");
+        let error = resolve(
+            &ISSUE_EXAMPLE.replace("app = \"hello\"", "app = \"../x\""),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("app"), "{error}");
+        let error = resolve(
+            &ISSUE_EXAMPLE.replace("root = \"/srv/hello\"", ""),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("root"), "{error}");
+    }
+
+    #[test]
+    fn the_host_id_comes_from_the_machine_id_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let machine_id = dir.path().join("machine-id");
+        std::fs::write(&machine_id, "0123abcd\n").unwrap();
+        let file = AgentFile::parse(ISSUE_EXAMPLE, Path::new("agent.toml")).unwrap();
+        let settings = Settings::resolve(
+            file.clone(),
+            Overrides::default(),
+            Path::new("agent.toml"),
+            &machine_id,
+        )
+        .unwrap();
+        assert_eq!(settings.host_id, "0123abcd");
+        let error = Settings::resolve(
+            file,
+            Overrides::default(),
+            Path::new("agent.toml"),
+            &dir.path().join("missing"),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("host-id"), "{error}");
+    }
+
+    #[test]
+    fn signal_method_needs_a_pidfile_or_unit_and_a_known_signal() {
+        let text = ISSUE_EXAMPLE.replace(
+            "method = \"supervisor\"\ncontrol = \"/run/ferry/hello.sock\"",
+            "method = \"signal\"\npidfile = \"/run/hello.pid\"\nsignal = \"usr2\"",
+        );
+        let settings = resolve(&text, Overrides::default()).unwrap();
+        assert_eq!(
+            settings.restart,
+            Restart::Signal {
+                target: SignalTarget::Pidfile("/run/hello.pid".into()),
+                signal: libc::SIGUSR2,
+                signal_name: "usr2".into()
+            }
+        );
+        let text = text.replace("pidfile = \"/run/hello.pid\"", "");
+        assert!(resolve(&text, Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn relative_trust_paths_are_relative_to_the_file() {
+        let text = ISSUE_EXAMPLE.replace("/etc/ferry/release.pub", "keys/release.pub");
+        let settings = resolve(&text, Overrides::default()).unwrap();
+        assert_eq!(
+            settings.trust,
+            vec![PathBuf::from("/etc/ferry/keys/release.pub")]
+        );
+    }
+}

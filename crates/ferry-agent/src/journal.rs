@@ -1,0 +1,326 @@
+//! The journal: the agent's state on disk, rewritten atomically at every step, so that after
+//! a crash or `kill -9` the agent knows exactly where it was and finishes the job.
+//!
+//! Resume rules (see [`Step`]): `Idle` needs nothing; `Downloading` starts over from the poll
+//! (the partial file is resumed with Range); `Installing`, `Restarting` and `Checking` redo
+//! that step and go on to the health check and commit; `RollingBack` redoes the rollback.
+//! Committing is a single atomic write of the journal, so there is no half-committed state.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::fsutil::write_atomic;
+
+/// A release the agent works with: what the signed pointer named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// The release version.
+    pub version: String,
+    /// The pointer serial it came with.
+    pub serial: u64,
+    /// The artifact's sha256 (hex).
+    pub sha256: String,
+    /// The artifact's size in bytes.
+    pub size: u64,
+    /// The artifact's path in the store.
+    pub path: String,
+}
+
+/// A release refused after it failed on this host; not retried until a higher serial names
+/// another artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadRelease {
+    /// Version.
+    pub version: String,
+    /// Artifact sha256.
+    pub sha256: String,
+    /// Serial it was seen with.
+    pub serial: u64,
+    /// Why it was marked bad.
+    pub reason: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// Where the agent is in an update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "name", rename_all = "kebab-case")]
+pub enum Step {
+    /// Nothing in flight.
+    #[default]
+    Idle,
+    /// Fetching the artifact of `target` into the cache.
+    Downloading {
+        /// The release being fetched.
+        target: Release,
+    },
+    /// Installing `target` (its artifact is in the cache).
+    Installing {
+        /// The release being installed.
+        target: Release,
+    },
+    /// Restarting the service onto `target`.
+    Restarting {
+        /// The release installed.
+        target: Release,
+    },
+    /// Checking the health of `target`.
+    Checking {
+        /// The release being checked.
+        target: Release,
+    },
+    /// `target` failed; going back to the committed release.
+    RollingBack {
+        /// The release that failed.
+        target: Release,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Step {
+    /// The step's name as logged and reported.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Idle => "idle",
+            Step::Downloading { .. } => "downloading",
+            Step::Installing { .. } => "installing",
+            Step::Restarting { .. } => "restarting",
+            Step::Checking { .. } => "checking",
+            Step::RollingBack { .. } => "rolling-back",
+        }
+    }
+}
+
+/// Everything the agent persists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct State {
+    /// Format version of this file.
+    pub schema: u32,
+    /// The app followed.
+    pub app: String,
+    /// The channel followed.
+    pub channel: String,
+    /// The highest pointer serial accepted; lower ones are refused.
+    pub highest_serial: u64,
+    /// ETag of the last pointer fully handled (sent as If-None-Match).
+    pub etag: Option<String>,
+    /// The committed (installed and healthy) release.
+    pub current: Option<Release>,
+    /// Committed releases before `current`, newest first (rollback candidates).
+    #[serde(default)]
+    pub previous: Vec<Release>,
+    /// Releases that failed here.
+    #[serde(default)]
+    pub bad: Vec<BadRelease>,
+    /// The step in flight.
+    pub step: Step,
+    /// The last error, if the last cycle failed.
+    pub last_error: Option<String>,
+    /// The last time the pointer was checked (RFC 3339).
+    pub last_poll_at: Option<String>,
+    /// The last time a release was committed or rolled back (RFC 3339).
+    pub last_change_at: Option<String>,
+}
+
+/// Current journal format.
+pub const SCHEMA: u32 = 1;
+
+impl State {
+    /// A fresh state for an app and channel.
+    pub fn new(app: &str, channel: &str) -> State {
+        State {
+            schema: SCHEMA,
+            app: app.to_string(),
+            channel: channel.to_string(),
+            highest_serial: 0,
+            etag: None,
+            current: None,
+            previous: Vec::new(),
+            bad: Vec::new(),
+            step: Step::Idle,
+            last_error: None,
+            last_poll_at: None,
+            last_change_at: None,
+        }
+    }
+
+    /// Whether this artifact was marked bad here.
+    pub fn is_bad(&self, sha256: &str) -> bool {
+        self.bad.iter().any(|bad| bad.sha256 == sha256)
+    }
+
+    /// Make `release` the committed one, moving the old one into `previous` (kept to `keep`).
+    pub fn commit(&mut self, release: Release, keep: usize) {
+        if let Some(old) = self.current.take()
+            && old.sha256 != release.sha256
+        {
+            self.previous.retain(|p| p.sha256 != old.sha256);
+            self.previous.insert(0, old);
+        }
+        self.previous.retain(|p| p.sha256 != release.sha256);
+        self.previous.truncate(keep.saturating_sub(1));
+        self.current = Some(release);
+        self.step = Step::Idle;
+        self.last_error = None;
+    }
+
+    /// Every artifact the journal still refers to (cache entries that must be kept).
+    pub fn referenced_artifacts(&self) -> Vec<String> {
+        let mut list: Vec<String> = self
+            .current
+            .iter()
+            .chain(self.previous.iter())
+            .map(|r| r.sha256.clone())
+            .collect();
+        match &self.step {
+            Step::Idle => {}
+            Step::Downloading { target }
+            | Step::Installing { target }
+            | Step::Restarting { target }
+            | Step::Checking { target }
+            | Step::RollingBack { target, .. } => list.push(target.sha256.clone()),
+        }
+        list
+    }
+}
+
+/// The journal file of one app and channel.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    path: PathBuf,
+}
+
+impl Journal {
+    /// The journal of `app`/`channel` under `state_dir`.
+    pub fn new(state_dir: &Path, app: &str, channel: &str) -> Journal {
+        Journal {
+            path: state_dir.join(format!("{app}.{channel}.state.json")),
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Read the state, or a fresh one if there is no journal yet.
+    pub fn load(&self, app: &str, channel: &str) -> Result<State, Error> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(State::new(app, channel));
+            }
+            Err(error) => return Err(Error::io("read the journal", &self.path, error)),
+        };
+        let state: State = serde_json::from_slice(&bytes).map_err(|error| Error::Journal {
+            path: self.path.clone(),
+            message: error.to_string(),
+        })?;
+        if state.schema != SCHEMA {
+            return Err(Error::Journal {
+                path: self.path.clone(),
+                message: format!("schema {} is not {SCHEMA}", state.schema),
+            });
+        }
+        if state.app != app || state.channel != channel {
+            return Err(Error::Journal {
+                path: self.path.clone(),
+                message: format!(
+                    "it belongs to {}/{}, not {app}/{channel}",
+                    state.app, state.channel
+                ),
+            });
+        }
+        Ok(state)
+    }
+
+    /// Read the state if a journal exists.
+    pub fn load_existing(&self, app: &str, channel: &str) -> Result<Option<State>, Error> {
+        if !self.path.exists() {
+            return Ok(None);
+        }
+        self.load(app, channel).map(Some)
+    }
+
+    /// Write the state atomically and durably.
+    pub fn save(&self, state: &State) -> Result<(), Error> {
+        let mut bytes = serde_json::to_vec_pretty(state).map_err(|error| Error::Journal {
+            path: self.path.clone(),
+            message: error.to_string(),
+        })?;
+        bytes.push(b'\n');
+        write_atomic(&self.path, &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(version: &str, serial: u64) -> Release {
+        Release {
+            version: version.into(),
+            serial,
+            sha256: format!("{version:0>64}"),
+            size: 10,
+            path: format!("artifacts/{version}.deb"),
+        }
+    }
+
+    #[test]
+    fn a_missing_journal_is_a_fresh_state_and_a_saved_one_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path(), "hello", "stable");
+        assert_eq!(
+            journal.load("hello", "stable").unwrap(),
+            State::new("hello", "stable")
+        );
+        let mut state = State::new("hello", "stable");
+        state.step = Step::RollingBack {
+            target: release("2", 2),
+            reason: "unhealthy".into(),
+        };
+        state.highest_serial = 2;
+        journal.save(&state).unwrap();
+        assert_eq!(journal.load("hello", "stable").unwrap(), state);
+    }
+
+    #[test]
+    fn a_corrupt_or_foreign_journal_is_an_error_not_a_fresh_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path(), "hello", "stable");
+        std::fs::write(journal.path(), "{\"schema\":1,").unwrap();
+        assert!(matches!(
+            journal.load("hello", "stable"),
+            Err(Error::Journal { .. })
+        ));
+        journal.save(&State::new("other", "stable")).unwrap();
+        let error = journal.load("hello", "stable").unwrap_err();
+        assert!(error.to_string().contains("other/stable"), "{error}");
+    }
+
+    #[test]
+    fn commit_keeps_previous_releases_newest_first_and_bounded() {
+        let mut state = State::new("hello", "stable");
+        for serial in 1..=4 {
+            state.commit(release(&serial.to_string(), serial), 3);
+        }
+        assert_eq!(state.current.as_ref().unwrap().version, "4");
+        let previous: Vec<_> = state.previous.iter().map(|r| r.version.as_str()).collect();
+        assert_eq!(previous, ["3", "2"]);
+        // Rolling back to 3 (a new serial naming an older release) does not duplicate it.
+        state.commit(
+            Release {
+                serial: 5,
+                ..release("3", 3)
+            },
+            3,
+        );
+        let previous: Vec<_> = state.previous.iter().map(|r| r.version.as_str()).collect();
+        assert_eq!(previous, ["4", "2"]);
+    }
+}
