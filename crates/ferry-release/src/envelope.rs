@@ -34,6 +34,13 @@ impl Envelope {
         bytes
     }
 
+    /// The key id the signature claims, without checking the signature (for listings).
+    pub fn claimed_key_id(&self) -> Option<KeyId> {
+        SignatureBox::from_string(&self.signature)
+            .ok()
+            .map(|signature_box| KeyId::from_keynum(signature_box.keynum()))
+    }
+
     /// Parse stored bytes (size-capped) into an envelope, without checking the signature.
     pub fn from_bytes(bytes: &[u8], what: &str) -> Result<Envelope> {
         if bytes.len() > MAX_DOCUMENT_BYTES {

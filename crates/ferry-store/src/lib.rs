@@ -1,3 +1,25 @@
 //! The object-store layer: ferry's store layout on `file://` and `s3://`, conditional
 //! reads and writes, and the compare-and-swap publish protocol.
 #![warn(missing_docs)]
+
+mod channel;
+mod error;
+mod progress;
+mod publish;
+mod store;
+mod verify;
+
+pub use channel::{
+    Advanced, CurrentPointer, HistoryEntry, advance_channel, history, read_pointer, rollback_target,
+};
+pub use error::Error;
+pub use progress::{NoProgress, Progress};
+pub use publish::{
+    ArtifactInput, PlannedArtifact, PublishOptions, PublishOutcome, PublishPlan, plan_publish,
+    repoint_channel,
+};
+pub use store::{
+    ConditionalPut, CreateOutcome, Fetched, MULTIPART_THRESHOLD, Object, ObjectInfo, Store,
+    StoreOptions, SwapOutcome,
+};
+pub use verify::{ChannelReport, verify_channel};

@@ -1,6 +1,8 @@
 //! Helpers shared by ferry's test suites: a fresh temp dir per test, spawned processes
 //! that are killed when the test ends, and free loopback ports.
 
+pub mod s3;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -24,7 +26,10 @@ impl Dir {
             let _ = inner.keep();
             return Dir { inner: None, path };
         }
-        Dir { inner: Some(inner), path }
+        Dir {
+            inner: Some(inner),
+            path,
+        }
     }
 
     /// The directory's path.
@@ -65,7 +70,9 @@ pub struct ChildGuard {
 impl ChildGuard {
     /// Spawn `command` and guard it.
     pub fn spawn(command: &mut Command) -> ChildGuard {
-        let child = command.spawn().unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
         ChildGuard { child: Some(child) }
     }
 

@@ -1,0 +1,148 @@
+//! The one error type of ferry-store. Messages name the object and store involved and, where
+//! the cause is recognisable (no such bucket, bad credentials, nothing listening), say what to
+//! check next.
+
+/// Everything that can go wrong talking to a store or running the publish protocol.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store URL is not one ferry understands.
+    #[error("invalid store URL {url:?}: {message}")]
+    InvalidUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The store could not be set up (bad endpoint, bad options).
+    #[error("cannot open store {url}")]
+    Open {
+        /// The store URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    /// A request to the store failed.
+    #[error("{operation} {location} failed{hint}")]
+    Request {
+        /// What was attempted (`read`, `write`, `list`, …).
+        operation: &'static str,
+        /// The object, as `<store URL>/<path>`.
+        location: String,
+        /// A hint on what to check, starting with ": " (or empty).
+        hint: String,
+        /// The cause.
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    /// A local file could not be read or written.
+    #[error("cannot {operation} {path}")]
+    Io {
+        /// What was attempted.
+        operation: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An object is bigger than the caller allowed.
+    #[error("{location} is {size} bytes, more than the {limit}-byte limit")]
+    TooLarge {
+        /// The object.
+        location: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// An object that must exist does not.
+    #[error("{what} not found at {location}{hint}")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+        /// Where.
+        location: String,
+        /// What to check, starting with ": " (or empty).
+        hint: String,
+    },
+    /// The store accepts conditional writes but does not honour them.
+    #[error(
+        "store {url} ignores conditional writes (If-None-Match / If-Match on PUT): two publishers at once could silently lose an update. Use a store that honours them (AWS S3, MinIO, R2, …), or pass --single-publisher if you are sure only one publish runs at a time"
+    )]
+    ConditionalPutIgnored {
+        /// The store URL.
+        url: String,
+    },
+    /// A release of this version exists with other artifacts.
+    #[error(
+        "release {app} {version} already exists with different artifacts ({existing}); releases are immutable: bump the version and publish again"
+    )]
+    ReleaseConflict {
+        /// The app.
+        app: String,
+        /// The version.
+        version: String,
+        /// What the existing release holds.
+        existing: String,
+    },
+    /// Something about the requested publish makes no sense.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Too many publishers raced for too long.
+    #[error(
+        "gave up advancing channel {app}/{channel} after {attempts} conflicting attempts; other publishers keep winning, try again"
+    )]
+    TooManyConflicts {
+        /// The app.
+        app: String,
+        /// The channel.
+        channel: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// An artifact's content does not match what the documents say.
+    #[error("artifact {location} does not match the release: {message}")]
+    ArtifactMismatch {
+        /// The artifact.
+        location: String,
+        /// What differs.
+        message: String,
+    },
+    /// A document or signature is wrong.
+    #[error(transparent)]
+    Release(#[from] ferry_release::Error),
+}
+
+/// Recognise common causes in an object_store error and say what to check.
+pub(crate) fn hint_for(error: &object_store::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    let hint = if text.contains("NoSuchBucket") {
+        "the bucket does not exist (create it, or check the bucket name in the store URL)"
+    } else if text.contains("InvalidAccessKeyId")
+        || text.contains("SignatureDoesNotMatch")
+        || text.contains("AccessDenied")
+        || text.contains("403")
+    {
+        "access denied (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the instance profile, and the bucket policy)"
+    } else if text.contains("onnection refused")
+        || text.contains("error sending request")
+        || text.contains("timed out")
+        || text.contains("dns error")
+    {
+        "cannot reach the store (is the endpoint right and the server up? see --s3-endpoint / FERRY_S3_ENDPOINT)"
+    } else {
+        ""
+    };
+    if hint.is_empty() {
+        String::new()
+    } else {
+        format!(": {hint}")
+    }
+}
