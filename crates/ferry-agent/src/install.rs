@@ -92,22 +92,12 @@ pub fn unpack_release(package: &Path, root: &Path, version: &str) -> Result<Path
 }
 
 fn open_data_tar(package: &Path) -> Result<Box<dyn Read>, Error> {
-    // Until the ferry-deb reader lands, `dpkg-deb --fsys-tarfile` decompresses data.tar.
-    let output = Command::new("dpkg-deb")
-        .arg("--fsys-tarfile")
-        .arg(package)
-        .output()
-        .map_err(|e| Error::io("run dpkg-deb --fsys-tarfile on", package, e))?;
-    if !output.status.success() {
-        return Err(Error::Install {
-            version: package.display().to_string(),
-            message: format!(
-                "not a readable .deb: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            ),
-        });
-    }
-    Ok(Box::new(std::io::Cursor::new(output.stdout)))
+    let not_readable = |error: ferry_deb::Error| Error::Install {
+        version: package.display().to_string(),
+        message: format!("not a readable .deb: {error}"),
+    };
+    let deb = ferry_deb::DebReader::open(package).map_err(not_readable)?;
+    Ok(Box::new(deb.into_data().map_err(not_readable)?))
 }
 
 /// Check one entry path: relative, no `..`, not empty. Returns the cleaned relative path
@@ -307,7 +297,7 @@ pub fn prune_releases(root: &Path, keep: usize) -> Result<(), Error> {
             .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
         entries.push((modified, name, entry.path()));
     }
-    entries.sort_by(|a, b| b.0.cmp(&a.0));
+    entries.sort_by_key(|entry| std::cmp::Reverse(entry.0));
     for (index, (_, name, path)) in entries.into_iter().enumerate() {
         if index >= keep && current.as_deref() != Some(name.as_str()) {
             std::fs::remove_dir_all(&path)

@@ -120,6 +120,9 @@ pub struct State {
     pub step: Step,
     /// The last error, if the last cycle failed.
     pub last_error: Option<String>,
+    /// How the last update ended: `ok`, `updating`, `rolled-back`, `refused`, `failed`.
+    #[serde(default)]
+    pub outcome: Option<String>,
     /// The last time the pointer was checked (RFC 3339).
     pub last_poll_at: Option<String>,
     /// The last time a release was committed or rolled back (RFC 3339).
@@ -143,6 +146,7 @@ impl State {
             bad: Vec::new(),
             step: Step::Idle,
             last_error: None,
+            outcome: None,
             last_poll_at: None,
             last_change_at: None,
         }

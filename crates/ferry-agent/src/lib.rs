@@ -2,14 +2,18 @@
 //! restart, health-check, then commit or roll back, journaled so a crash resumes cleanly.
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod backoff;
 pub mod config;
 mod error;
+pub mod fault;
 pub mod fsutil;
 pub mod health;
 pub mod install;
 pub mod journal;
+pub mod metrics;
 pub mod restart;
 
+pub use agent::{Agent, Outcome, RunOptions, StatusReport, run};
 pub use config::{AgentFile, Overrides, Settings};
 pub use error::Error;

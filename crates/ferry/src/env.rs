@@ -8,3 +8,23 @@ pub const FERRY_STORE: &str = "FERRY_STORE";
 pub const FERRY_S3_ENDPOINT: &str = "FERRY_S3_ENDPOINT";
 /// Reproducible builds: the timestamp written into every packed file.
 pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+
+// `ferry agent` (each overrides the key of the same name in the agent's TOML file).
+/// The agent's config file; stands for `ferry agent --config`.
+pub const FERRY_AGENT_CONFIG: &str = "FERRY_AGENT_CONFIG";
+/// The app the agent follows (`app`).
+pub const FERRY_APP: &str = "FERRY_APP";
+/// The channel the agent follows (`channel`).
+pub const FERRY_CHANNEL: &str = "FERRY_CHANNEL";
+/// Trusted public key files, separated by `,` or `:` (`trust`).
+pub const FERRY_TRUST: &str = "FERRY_TRUST";
+/// Time between polls, e.g. `30s` (`interval`).
+pub const FERRY_AGENT_INTERVAL: &str = "FERRY_AGENT_INTERVAL";
+/// The agent's journal directory (`state-dir`).
+pub const FERRY_STATE_DIR: &str = "FERRY_STATE_DIR";
+/// The agent's artifact cache (`cache-dir`).
+pub const FERRY_CACHE_DIR: &str = "FERRY_CACHE_DIR";
+/// This host's id in status reports and rollout waves (`host-id`; default /etc/machine-id).
+pub const FERRY_HOST_ID: &str = "FERRY_HOST_ID";
+/// The Debian architecture the agent installs (`architecture`).
+pub const FERRY_ARCHITECTURE: &str = "FERRY_ARCHITECTURE";

@@ -1,10 +1,188 @@
-//! `ferry agent`: not built yet.
+//! `ferry agent`: run the update agent on a server (`--once` for one cycle), or
+//! `ferry agent status` to print the local journal's state. The work is in `ferry-agent`;
+//! this file resolves settings (flags > `FERRY_*` > file > defaults), opens the store,
+//! installs the signal handlers and the optional metrics endpoint.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use ferry_agent::metrics::Metrics;
+use ferry_agent::{AgentFile, Outcome, Overrides, RunOptions, Settings};
+
+use crate::env;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Option<AgentCommand>,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Run one cycle (finish an interrupted update, poll, maybe update) and exit.
+    #[arg(long)]
+    once: bool,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9187).
+    #[arg(long, value_name = "ADDRESS")]
+    metrics: Option<SocketAddr>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`ferry agent` is not implemented yet")
+#[derive(Debug, clap::Subcommand)]
+enum AgentCommand {
+    /// Print this host's update state from the local journal.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct CommonArgs {
+    /// The agent's config file.
+    #[arg(long, short, value_name = "FILE", env = env::FERRY_AGENT_CONFIG, default_value = "/etc/ferry/agent.toml")]
+    config: PathBuf,
+    /// The store URL (overrides `store` in the file).
+    #[arg(long, value_name = "URL", env = env::FERRY_STORE)]
+    store: Option<String>,
+    /// A custom S3 endpoint (overrides `s3-endpoint` in the file).
+    #[arg(long, value_name = "URL", env = env::FERRY_S3_ENDPOINT)]
+    s3_endpoint: Option<String>,
+}
+
+fn non_empty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
+fn settings(common: &CommonArgs) -> anyhow::Result<Settings> {
+    let file = AgentFile::read(&common.config)?;
+    let overrides = Overrides {
+        store: common.store.clone(),
+        s3_endpoint: common.s3_endpoint.clone(),
+        app: non_empty(env::FERRY_APP),
+        channel: non_empty(env::FERRY_CHANNEL),
+        trust: non_empty(env::FERRY_TRUST).map(|list| {
+            list.split([',', ':'])
+                .filter(|part| !part.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        }),
+        interval: non_empty(env::FERRY_AGENT_INTERVAL),
+        state_dir: non_empty(env::FERRY_STATE_DIR).map(PathBuf::from),
+        cache_dir: non_empty(env::FERRY_CACHE_DIR).map(PathBuf::from),
+        host_id: non_empty(env::FERRY_HOST_ID),
+        architecture: non_empty(env::FERRY_ARCHITECTURE),
+    };
+    Ok(Settings::resolve(
+        file,
+        overrides,
+        &common.config,
+        Path::new("/etc/machine-id"),
+    )?)
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Some(AgentCommand::Status(status)) => run_status(status),
+        None => run_agent(args.common, args.once, args.metrics),
+    }
+}
+
+fn run_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let settings = settings(&args.common)?;
+    let report = ferry_agent::agent::local_status(&settings)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("app:            {}/{}", report.app, report.channel);
+    println!("host:           {}", report.host_id);
+    println!(
+        "installed:      {}",
+        match (&report.version, report.serial) {
+            (Some(version), Some(serial)) => format!("{version} (serial {serial})"),
+            _ => "nothing yet".to_string(),
+        }
+    );
+    println!("state:          {} (step: {})", report.state, report.step);
+    println!("highest serial: {}", report.highest_serial);
+    if let Some(at) = &report.last_change_at {
+        println!("last change:    {at}");
+    }
+    if let Some(error) = &report.last_error {
+        println!("last error:     {error}");
+    }
+    for bad in &report.bad {
+        println!(
+            "marked bad:     {} (serial {}, {}): {}",
+            bad.version, bad.serial, bad.at, bad.reason
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_agent(
+    common: CommonArgs,
+    once: bool,
+    metrics_address: Option<SocketAddr>,
+) -> anyhow::Result<ExitCode> {
+    let settings = settings(&common)?;
+    // One thread is plenty for a poll every few seconds and keeps the idle agent small.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let options = ferry_store::StoreOptions {
+            s3_endpoint: settings.s3_endpoint.clone(),
+            ..Default::default()
+        };
+        let store = ferry_store::Store::open(&settings.store, &options)
+            .with_context(|| format!("cannot open the store {}", settings.store))?;
+        let metrics = Arc::new(Metrics::default());
+        if let Some(address) = metrics_address {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for --metrics on {address}"))?;
+            tracing::info!(%address, "serving metrics");
+            tokio::spawn(ferry_agent::metrics::serve(
+                listener,
+                metrics.clone(),
+                settings.app.clone(),
+                settings.channel.clone(),
+            ));
+        }
+        let options = RunOptions {
+            once,
+            metrics: Some(metrics),
+        };
+        let outcome = ferry_agent::run(settings, store, shutdown_signal(), options).await?;
+        Ok(match outcome {
+            Some(Outcome::Refused { .. }) => ExitCode::from(3),
+            Some(Outcome::RolledBack { .. }) => ExitCode::from(4),
+            _ => ExitCode::SUCCESS,
+        })
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
 }

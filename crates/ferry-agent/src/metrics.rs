@@ -1,0 +1,146 @@
+//! Counters for the opt-in Prometheus endpoint (`--metrics 127.0.0.1:PORT`): polls, 304s,
+//! errors, installs, rollbacks, refusals and the current serial, served as text by a tiny
+//! HTTP responder on the agent's own runtime.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// The agent's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Pointer polls made.
+    pub polls: AtomicU64,
+    /// Polls answered "not modified".
+    pub not_modified: AtomicU64,
+    /// Cycles that ended in an error.
+    pub errors: AtomicU64,
+    /// Releases installed and committed.
+    pub installs: AtomicU64,
+    /// Automatic rollbacks.
+    pub rollbacks: AtomicU64,
+    /// Pointers or artifacts refused by verification.
+    pub refused: AtomicU64,
+    /// The serial of the committed release.
+    pub current_serial: AtomicU64,
+}
+
+impl Metrics {
+    /// Add one to a counter.
+    pub fn increment(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of the counters.
+    pub fn render(&self, app: &str, channel: &str) -> String {
+        let labels = format!("app=\"{app}\",channel=\"{channel}\"");
+        let mut out = String::new();
+        for (name, kind, help, value) in [
+            (
+                "ferry_agent_polls_total",
+                "counter",
+                "Channel pointer polls.",
+                &self.polls,
+            ),
+            (
+                "ferry_agent_not_modified_total",
+                "counter",
+                "Polls answered not modified.",
+                &self.not_modified,
+            ),
+            (
+                "ferry_agent_errors_total",
+                "counter",
+                "Cycles that failed.",
+                &self.errors,
+            ),
+            (
+                "ferry_agent_installs_total",
+                "counter",
+                "Releases installed and committed.",
+                &self.installs,
+            ),
+            (
+                "ferry_agent_rollbacks_total",
+                "counter",
+                "Automatic rollbacks after a failed update.",
+                &self.rollbacks,
+            ),
+            (
+                "ferry_agent_refused_total",
+                "counter",
+                "Pointers or artifacts refused by verification.",
+                &self.refused,
+            ),
+            (
+                "ferry_agent_current_serial",
+                "gauge",
+                "Serial of the committed release.",
+                &self.current_serial,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{labels}}} {}\n",
+                value.load(Ordering::Relaxed)
+            ));
+        }
+        out
+    }
+}
+
+/// Serve the metrics on `listener` until the task is dropped.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: std::sync::Arc<Metrics>,
+    app: String,
+    channel: String,
+) {
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let body = metrics.render(&app, &channel);
+        tokio::spawn(async move {
+            let mut request = [0u8; 2048];
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(2), socket.read(&mut request))
+                    .await;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_endpoint_serves_prometheus_text() {
+        let metrics = std::sync::Arc::new(Metrics::default());
+        Metrics::increment(&metrics.polls);
+        Metrics::increment(&metrics.polls);
+        metrics.current_serial.store(7, Ordering::Relaxed);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, metrics, "hello".into(), "stable".into()));
+        let (status, body) = crate::health::http_get(&format!("http://{address}/metrics"))
+            .await
+            .unwrap();
+        let body = String::from_utf8(body).unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            body.contains("ferry_agent_polls_total{app=\"hello\",channel=\"stable\"} 2"),
+            "{body}"
+        );
+        assert!(
+            body.contains("ferry_agent_current_serial{app=\"hello\",channel=\"stable\"} 7"),
+            "{body}"
+        );
+    }
+}
