@@ -18,10 +18,13 @@
 pub mod ar;
 pub mod compression;
 pub mod control;
+pub mod elf;
 pub mod error;
 pub mod inspect;
 pub mod reader;
+pub mod systemd;
 pub mod version;
+pub mod writer;
 
 pub use compression::{Compression, Compressor, Decompressor};
 pub use control::Control;
@@ -29,3 +32,7 @@ pub use error::{Error, Result};
 pub use inspect::{EntryKind, FileEntry, Inspection, inspect};
 pub use reader::{ControlFile, DebReader, MAINTAINER_SCRIPTS, Member};
 pub use version::{validate_package_name, validate_version};
+pub use writer::{
+    Entry, EntrySource, Listener, PackageSpec, Quiet, Source, Summary, package_file_name,
+    write_package,
+};

@@ -1,0 +1,887 @@
+//! Writing a .deb: the file tree (with every parent directory made explicit), md5sums,
+//! conffiles, Installed-Size, control.tar and data.tar with GNU tar headers owned by
+//! root:root (never PAX, which dpkg refuses), wrapped in an ar archive. Everything that
+//! could vary between runs — entry order, timestamps, owners, compressor headers, thread
+//! counts — is fixed, so the same inputs and mtime give a byte-identical package.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+
+use md5::{Digest, Md5};
+
+use crate::ar::ArWriter;
+use crate::compression::{Compression, Compressor};
+use crate::control::Control;
+use crate::error::{Error, Result};
+use crate::version::{validate_package_name, validate_version};
+
+/// Where a file's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file on disk, read while packing.
+    Path(PathBuf),
+    /// Bytes in memory (generated files).
+    Bytes(Vec<u8>),
+}
+
+/// What an entry of data.tar is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntrySource {
+    /// A regular file.
+    File(Source),
+    /// A directory.
+    Directory,
+    /// A symbolic link to the given target.
+    Symlink(String),
+}
+
+/// One entry of the installed tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The absolute installed path (`/usr/bin/hello`).
+    pub path: String,
+    /// Permission bits (`0o755`).
+    pub mode: u32,
+    /// What it is.
+    pub source: EntrySource,
+}
+
+/// Everything needed to write a package.
+#[derive(Debug, Clone)]
+pub struct PackageSpec {
+    /// Control fields: at least Package, Version, Architecture, Maintainer, Description.
+    /// `Installed-Size` is computed and replaces any given value.
+    pub control: Control,
+    /// The files, directories and links to install (parents are added as needed).
+    pub entries: Vec<Entry>,
+    /// Extra conffiles (absolute paths); regular files under `/etc` are added
+    /// automatically.
+    pub conffiles: Vec<String>,
+    /// Maintainer scripts and other control files: (name, mode, contents).
+    pub control_files: Vec<(String, u32, Vec<u8>)>,
+    /// The compression of control.tar and data.tar.
+    pub compression: Compression,
+    /// Its level.
+    pub level: u32,
+    /// Compressor threads (the output does not depend on this).
+    pub threads: u32,
+    /// The timestamp of every entry and ar member (SOURCE_DATE_EPOCH).
+    pub mtime: u64,
+}
+
+/// Progress callbacks, so a CLI can draw a bar and a daemon can log.
+pub trait Listener {
+    /// Packing starts: `files` regular files, `bytes` of content in total.
+    fn start(&mut self, files: usize, bytes: u64) {
+        let _ = (files, bytes);
+    }
+    /// `bytes` more bytes of content were packed.
+    fn advance(&mut self, bytes: u64) {
+        let _ = bytes;
+    }
+}
+
+/// A listener that ignores everything.
+pub struct Quiet;
+impl Listener for Quiet {}
+
+/// What was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// The final control fields (with Installed-Size).
+    pub control: Control,
+    /// Number of regular files.
+    pub files: usize,
+    /// Number of directories (the root included).
+    pub directories: usize,
+    /// Number of symlinks.
+    pub symlinks: usize,
+    /// The conffiles.
+    pub conffiles: Vec<String>,
+    /// Uncompressed size of data.tar.
+    pub data_size: u64,
+    /// Compressed size of data.tar.
+    pub data_compressed_size: u64,
+    /// Size of the whole .deb.
+    pub package_size: u64,
+    /// The ar member names.
+    pub members: Vec<String>,
+}
+
+/// A validated, sorted tree entry.
+#[derive(Debug)]
+struct Node {
+    /// Relative path without leading `/` or trailing `/`; empty for the root.
+    path: String,
+    mode: u32,
+    kind: NodeKind,
+}
+
+#[derive(Debug)]
+enum NodeKind {
+    File { source: Source, size: u64 },
+    Directory,
+    Symlink(String),
+}
+
+/// Check an installed path and return it relative (`usr/bin/hello`).
+pub fn validate_package_path(path: &str) -> Result<String> {
+    let fail = |reason: &str| Error::PackagePath {
+        path: path.to_string(),
+        reason: reason.to_string(),
+    };
+    let Some(relative) = path.strip_prefix('/') else {
+        return Err(fail("must be absolute (start with /)"));
+    };
+    let relative = relative.trim_end_matches('/');
+    if relative.is_empty() {
+        return Err(fail("is the root directory itself"));
+    }
+    if path.contains('\0') || path.contains('\n') {
+        return Err(fail("contains a NUL or newline character"));
+    }
+    for component in relative.split('/') {
+        match component {
+            "" => return Err(fail("contains an empty component (//)")),
+            "." => return Err(fail("contains a `.` component")),
+            ".." => return Err(fail("contains `..` and would escape the package root")),
+            _ => {}
+        }
+    }
+    Ok(relative.to_string())
+}
+
+/// Build the sorted tree: explicit parents, no duplicates, sizes known.
+fn build_tree(entries: &[Entry]) -> Result<Vec<Node>> {
+    // Sorting by components puts every directory right before its contents.
+    let mut tree: BTreeMap<Vec<String>, Node> = BTreeMap::new();
+    for entry in entries {
+        let relative = validate_package_path(&entry.path)?;
+        let key: Vec<String> = relative.split('/').map(str::to_string).collect();
+        let kind = match &entry.source {
+            EntrySource::File(source) => {
+                let size = match source {
+                    Source::Bytes(bytes) => bytes.len() as u64,
+                    Source::Path(path) => {
+                        let metadata = std::fs::metadata(path).map_err(|source| Error::File {
+                            path: path.clone(),
+                            source,
+                        })?;
+                        if !metadata.is_file() {
+                            return Err(Error::File {
+                                path: path.clone(),
+                                source: io::Error::other("not a regular file"),
+                            });
+                        }
+                        metadata.len()
+                    }
+                };
+                NodeKind::File {
+                    source: source.clone(),
+                    size,
+                }
+            }
+            EntrySource::Directory => NodeKind::Directory,
+            EntrySource::Symlink(target) => {
+                if target.is_empty() || target.contains('\0') {
+                    return Err(Error::PackagePath {
+                        path: entry.path.clone(),
+                        reason: "symlink target is empty or contains NUL".into(),
+                    });
+                }
+                NodeKind::Symlink(target.clone())
+            }
+        };
+        if let Some(existing) = tree.get(&key) {
+            // The same directory listed twice is harmless; anything else is ambiguous.
+            if !(matches!(existing.kind, NodeKind::Directory)
+                && matches!(kind, NodeKind::Directory))
+            {
+                return Err(Error::DuplicatePath {
+                    path: format!("/{relative}"),
+                });
+            }
+        }
+        tree.insert(
+            key,
+            Node {
+                path: relative,
+                mode: entry.mode & 0o7777,
+                kind,
+            },
+        );
+    }
+    // Parents: every prefix must be a directory.
+    let keys: Vec<Vec<String>> = tree.keys().cloned().collect();
+    for key in keys {
+        for depth in 1..key.len() {
+            let parent = key[..depth].to_vec();
+            match tree.get(&parent) {
+                Some(node) if !matches!(node.kind, NodeKind::Directory) => {
+                    return Err(Error::PackagePath {
+                        path: format!("/{}", key.join("/")),
+                        reason: format!("its parent /{} is not a directory", parent.join("/")),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    tree.insert(
+                        parent.clone(),
+                        Node {
+                            path: parent.join("/"),
+                            mode: 0o755,
+                            kind: NodeKind::Directory,
+                        },
+                    );
+                }
+            }
+        }
+    }
+    let mut nodes = vec![Node {
+        path: String::new(),
+        mode: 0o755,
+        kind: NodeKind::Directory,
+    }];
+    nodes.extend(tree.into_values());
+    Ok(nodes)
+}
+
+/// Installed-Size the way dpkg-gencontrol computes it: regular files and symlinks count
+/// their size rounded up to KiB, every other object (directories, the root included)
+/// counts 1 KiB.
+fn installed_size(nodes: &[Node]) -> u64 {
+    nodes
+        .iter()
+        .map(|node| match &node.kind {
+            NodeKind::File { size, .. } => size.div_ceil(1024),
+            NodeKind::Symlink(target) => (target.len() as u64).div_ceil(1024),
+            NodeKind::Directory => 1,
+        })
+        .sum()
+}
+
+/// Writes tar entries with GNU headers, owner root:root and a fixed mtime.
+struct TarWriter<W: Write> {
+    writer: W,
+    mtime: u64,
+    written: u64,
+}
+
+impl<W: Write> TarWriter<W> {
+    fn new(writer: W, mtime: u64) -> Self {
+        TarWriter {
+            writer,
+            mtime,
+            written: 0,
+        }
+    }
+
+    fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.writer.write_all(bytes)?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn pad(&mut self, size: u64) -> io::Result<()> {
+        let remainder = (size % 512) as usize;
+        if remainder != 0 {
+            self.write_raw(&[0u8; 512][..512 - remainder])?;
+        }
+        Ok(())
+    }
+
+    /// A GNU `././@LongLink` entry carrying a name that does not fit 100 bytes.
+    fn long_name(&mut self, kind: u8, name: &[u8]) -> io::Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_size(name.len() as u64 + 1);
+        header.set_entry_type(tar::EntryType::new(kind));
+        header.set_username("root")?;
+        header.set_groupname("root")?;
+        header.set_cksum();
+        self.write_raw(header.as_bytes())?;
+        self.write_raw(name)?;
+        self.write_raw(&[0])?;
+        self.pad(name.len() as u64 + 1)
+    }
+
+    /// Write one header (plus GNU long-name entries when needed); the caller writes
+    /// `size` bytes of content and then calls [`TarWriter::pad`].
+    fn header(
+        &mut self,
+        name: &str,
+        entry_type: tar::EntryType,
+        mode: u32,
+        size: u64,
+        link: Option<&str>,
+    ) -> io::Result<()> {
+        let mut header = tar::Header::new_gnu();
+        let name_bytes = name.as_bytes();
+        if name_bytes.len() > 100 {
+            self.long_name(b'L', name_bytes)?;
+        }
+        let length = name_bytes.len().min(100);
+        header.as_old_mut().name[..length].copy_from_slice(&name_bytes[..length]);
+        if let Some(link) = link {
+            let link_bytes = link.as_bytes();
+            if link_bytes.len() > 100 {
+                self.long_name(b'K', link_bytes)?;
+            }
+            let length = link_bytes.len().min(100);
+            header.as_old_mut().linkname[..length].copy_from_slice(&link_bytes[..length]);
+        }
+        header.set_entry_type(entry_type);
+        header.set_mode(mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_username("root")?;
+        header.set_groupname("root")?;
+        header.set_mtime(self.mtime);
+        header.set_size(size);
+        header.set_cksum();
+        self.write_raw(header.as_bytes())
+    }
+
+    fn finish(mut self) -> io::Result<W> {
+        // The end-of-archive marker: two zero blocks.
+        self.write_raw(&[0u8; 1024])?;
+        self.writer.flush()?;
+        Ok(self.writer)
+    }
+}
+
+/// Counts bytes written through it.
+struct Counter<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for Counter<W> {
+    fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buffer)?;
+        self.count += written as u64;
+        Ok(written)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn tar_name(node: &Node) -> String {
+    match (&node.kind, node.path.is_empty()) {
+        (_, true) => "./".to_string(),
+        (NodeKind::Directory, false) => format!("./{}/", node.path),
+        (_, false) => format!("./{}", node.path),
+    }
+}
+
+/// Write the package to `output`. data.tar is compressed into `scratch` first (control.tar,
+/// which holds the md5sums of data.tar's files, must come before it in the archive), so
+/// every file is read exactly once.
+pub fn write_package<W: Write, S: Read + Write + Seek>(
+    spec: &PackageSpec,
+    output: W,
+    scratch: &mut S,
+    listener: &mut dyn Listener,
+) -> Result<Summary> {
+    let mut control = spec.control.clone();
+    for field in [
+        "Package",
+        "Version",
+        "Architecture",
+        "Maintainer",
+        "Description",
+    ] {
+        if control
+            .get(field)
+            .is_none_or(|value| value.trim().is_empty())
+        {
+            return Err(Error::Field {
+                field: field.into(),
+                reason: "missing".into(),
+            });
+        }
+    }
+    validate_package_name(control.package().unwrap_or_default())?;
+    validate_version(control.version().unwrap_or_default())?;
+    spec.compression.check_level(spec.level)?;
+
+    let nodes = build_tree(&spec.entries)?;
+    let file_count = nodes
+        .iter()
+        .filter(|node| matches!(node.kind, NodeKind::File { .. }))
+        .count();
+    let total_bytes: u64 = nodes
+        .iter()
+        .map(|node| match node.kind {
+            NodeKind::File { size, .. } => size,
+            _ => 0,
+        })
+        .sum();
+
+    // Conffiles: everything under /etc plus the explicit list, which must name files.
+    let mut conffiles: BTreeSet<String> = BTreeSet::new();
+    for node in &nodes {
+        if matches!(node.kind, NodeKind::File { .. }) && node.path.starts_with("etc/") {
+            conffiles.insert(node.path.clone());
+        }
+    }
+    for conffile in &spec.conffiles {
+        let relative = validate_package_path(conffile)?;
+        let is_file = nodes
+            .iter()
+            .any(|node| node.path == relative && matches!(node.kind, NodeKind::File { .. }));
+        if !is_file {
+            return Err(Error::PackagePath {
+                path: conffile.clone(),
+                reason: "is listed as a conffile but the package installs no such file".into(),
+            });
+        }
+        conffiles.insert(relative);
+    }
+
+    control.set("Installed-Size", installed_size(&nodes).to_string());
+    listener.start(file_count, total_bytes);
+
+    // data.tar, compressed into scratch, hashing as we go.
+    scratch
+        .seek(SeekFrom::Start(0))
+        .map_err(Error::io("rewinding the scratch file"))?;
+    let mut md5sums = String::new();
+    let data_size;
+    {
+        let counter = Counter {
+            inner: BufWriter::with_capacity(1 << 20, &mut *scratch),
+            count: 0,
+        };
+        let compressor = Compressor::new(counter, spec.compression, spec.level, spec.threads)?;
+        let mut tar = TarWriter::new(compressor, spec.mtime);
+        let mut buffer = vec![0u8; 1 << 20];
+        let io_error = Error::io("writing data.tar");
+        let result: Result<()> = (|| {
+            for node in &nodes {
+                let name = tar_name(node);
+                match &node.kind {
+                    NodeKind::Directory => tar
+                        .header(&name, tar::EntryType::Directory, node.mode, 0, None)
+                        .map_err(Error::io("writing data.tar"))?,
+                    NodeKind::Symlink(target) => tar
+                        .header(&name, tar::EntryType::Symlink, node.mode, 0, Some(target))
+                        .map_err(Error::io("writing data.tar"))?,
+                    NodeKind::File { source, size } => {
+                        tar.header(&name, tar::EntryType::Regular, node.mode, *size, None)
+                            .map_err(Error::io("writing data.tar"))?;
+                        let mut hasher = Md5::new();
+                        match source {
+                            Source::Bytes(bytes) => {
+                                hasher.update(bytes);
+                                tar.write_raw(bytes)
+                                    .map_err(Error::io("writing data.tar"))?;
+                                listener.advance(*size);
+                            }
+                            Source::Path(path) => {
+                                let mut file = File::open(path).map_err(|source| Error::File {
+                                    path: path.clone(),
+                                    source,
+                                })?;
+                                let mut copied = 0u64;
+                                loop {
+                                    let read =
+                                        file.read(&mut buffer).map_err(|source| Error::File {
+                                            path: path.clone(),
+                                            source,
+                                        })?;
+                                    if read == 0 {
+                                        break;
+                                    }
+                                    if copied + read as u64 > *size {
+                                        break;
+                                    }
+                                    hasher.update(&buffer[..read]);
+                                    tar.write_raw(&buffer[..read])
+                                        .map_err(Error::io("writing data.tar"))?;
+                                    copied += read as u64;
+                                    listener.advance(read as u64);
+                                }
+                                if copied != *size {
+                                    return Err(Error::File {
+                                        path: path.clone(),
+                                        source: io::Error::other(format!(
+                                            "the file changed while it was being packed ({size} bytes expected, {copied} read)"
+                                        )),
+                                    });
+                                }
+                            }
+                        }
+                        tar.pad(*size).map_err(Error::io("writing data.tar"))?;
+                        if !conffiles.contains(&node.path) {
+                            md5sums.push_str(&hex::encode(hasher.finalize()));
+                            md5sums.push_str("  ");
+                            md5sums.push_str(&node.path);
+                            md5sums.push('\n');
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })();
+        result?;
+        data_size = tar.written + 1024;
+        let compressor = tar.finish().map_err(io_error)?;
+        let counter = compressor
+            .finish()
+            .map_err(Error::io("finishing data.tar"))?;
+        let mut buffered = counter.inner;
+        buffered
+            .flush()
+            .map_err(Error::io("writing the scratch file"))?;
+    }
+    let data_compressed_size = scratch
+        .stream_position()
+        .map_err(Error::io("measuring data.tar"))?;
+
+    // control.tar, in memory: it is small.
+    let mut control_entries: Vec<(String, u32, Vec<u8>)> =
+        vec![("control".into(), 0o644, control.to_text().into_bytes())];
+    if !md5sums.is_empty() {
+        control_entries.push(("md5sums".into(), 0o644, md5sums.into_bytes()));
+    }
+    if !conffiles.is_empty() {
+        let text: String = conffiles.iter().map(|path| format!("/{path}\n")).collect();
+        control_entries.push(("conffiles".into(), 0o644, text.into_bytes()));
+    }
+    for (name, mode, contents) in &spec.control_files {
+        if matches!(name.as_str(), "control" | "md5sums" | "conffiles")
+            || name.is_empty()
+            || name.contains('/')
+        {
+            return Err(Error::PackagePath {
+                path: name.clone(),
+                reason: "is not a control file ferry lets you supply".into(),
+            });
+        }
+        if control_entries
+            .iter()
+            .any(|(existing, _, _)| existing == name)
+        {
+            return Err(Error::DuplicatePath { path: name.clone() });
+        }
+        control_entries.push((name.clone(), *mode & 0o7777, contents.clone()));
+    }
+    control_entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let control_tar = {
+        let compressor = Compressor::new(Vec::new(), spec.compression, spec.level, spec.threads)?;
+        let mut tar = TarWriter::new(compressor, spec.mtime);
+        let write = |tar: &mut TarWriter<Compressor<Vec<u8>>>| -> io::Result<()> {
+            tar.header("./", tar::EntryType::Directory, 0o755, 0, None)?;
+            for (name, mode, contents) in &control_entries {
+                tar.header(
+                    &format!("./{name}"),
+                    tar::EntryType::Regular,
+                    *mode,
+                    contents.len() as u64,
+                    None,
+                )?;
+                tar.write_raw(contents)?;
+                tar.pad(contents.len() as u64)?;
+            }
+            Ok(())
+        };
+        write(&mut tar).map_err(Error::io("writing control.tar"))?;
+        tar.finish()
+            .and_then(Compressor::finish)
+            .map_err(Error::io("writing control.tar"))?
+    };
+
+    // The ar archive.
+    let extension = spec.compression.extension();
+    let control_name = format!("control.tar{extension}");
+    let data_name = format!("data.tar{extension}");
+    let mut counter = Counter {
+        inner: output,
+        count: 0,
+    };
+    {
+        let mut archive =
+            ArWriter::new(&mut counter, spec.mtime).map_err(Error::io("writing the package"))?;
+        archive
+            .append("debian-binary", 4, &mut &b"2.0\n"[..])
+            .map_err(Error::io("writing the package"))?;
+        archive
+            .append(
+                &control_name,
+                control_tar.len() as u64,
+                &mut &control_tar[..],
+            )
+            .map_err(Error::io("writing the package"))?;
+        scratch
+            .seek(SeekFrom::Start(0))
+            .map_err(Error::io("rewinding the scratch file"))?;
+        archive
+            .append(&data_name, data_compressed_size, scratch)
+            .map_err(Error::io("writing the package"))?;
+        archive.finish().map_err(Error::io("writing the package"))?;
+    }
+
+    Ok(Summary {
+        control,
+        files: file_count,
+        directories: nodes
+            .iter()
+            .filter(|node| matches!(node.kind, NodeKind::Directory))
+            .count(),
+        symlinks: nodes
+            .iter()
+            .filter(|node| matches!(node.kind, NodeKind::Symlink(_)))
+            .count(),
+        conffiles: conffiles.iter().map(|path| format!("/{path}")).collect(),
+        data_size,
+        data_compressed_size,
+        package_size: counter.count,
+        members: vec!["debian-binary".into(), control_name, data_name],
+    })
+}
+
+/// The conventional file name `<package>_<version>_<arch>.deb` (the epoch is dropped,
+/// as Debian's tools do).
+pub fn package_file_name(control: &Control) -> String {
+    let version = control.version().unwrap_or_default();
+    let version = version.split_once(':').map_or(version, |(_, rest)| rest);
+    format!(
+        "{}_{}_{}.deb",
+        control.package().unwrap_or_default(),
+        version,
+        control.architecture().unwrap_or_default()
+    )
+}
+
+/// A minimal `changelog.Debian` entry, gzipped reproducibly (level 9, no name, mtime 0).
+/// Native versions (without a `-revision`) are named `changelog.gz` by Debian policy; the
+/// caller picks the name with [`changelog_name`].
+pub fn generated_changelog(
+    package: &str,
+    version: &str,
+    maintainer: &str,
+    mtime: u64,
+) -> Result<Vec<u8>> {
+    let text = format!(
+        "{package} ({version}) unstable; urgency=medium\n\n  * Packaged with ferry.\n\n -- {maintainer}  {}\n",
+        rfc2822(mtime)
+    );
+    let mut compressor = Compressor::new(Vec::new(), Compression::Gzip, 9, 1)?;
+    compressor
+        .write_all(text.as_bytes())
+        .map_err(Error::io("compressing the changelog"))?;
+    compressor
+        .finish()
+        .map_err(Error::io("compressing the changelog"))
+}
+
+/// `changelog.Debian.gz` for versions with a Debian revision, `changelog.gz` otherwise.
+pub fn changelog_name(version: &str) -> &'static str {
+    if version.contains('-') {
+        "changelog.Debian.gz"
+    } else {
+        "changelog.gz"
+    }
+}
+
+/// A machine-readable `copyright` file naming the maintainer and license.
+pub fn generated_copyright(
+    package: &str,
+    maintainer: &str,
+    license: &str,
+    homepage: Option<&str>,
+    year: u64,
+) -> String {
+    let mut text = format!(
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\nUpstream-Name: {package}\n"
+    );
+    if let Some(homepage) = homepage {
+        text.push_str(&format!("Source: {homepage}\n"));
+    }
+    text.push_str(&format!(
+        "\nFiles: *\nCopyright: {year} {maintainer}\nLicense: {license}\n\nLicense: {license}\n This package is distributed under the terms of the {license} license.\n"
+    ));
+    text
+}
+
+/// The calendar year of a Unix timestamp.
+pub fn year_of(timestamp: u64) -> u64 {
+    civil_from_days((timestamp / 86_400) as i64).0 as u64
+}
+
+/// `Fri, 27 Nov 2026 09:00:00 +0000`.
+fn rfc2822(timestamp: u64) -> String {
+    let days = (timestamp / 86_400) as i64;
+    let seconds = timestamp % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    // 1970-01-01 was a Thursday.
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    let month_name = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(month - 1) as usize];
+    format!(
+        "{weekday}, {day:02} {month_name} {year} {:02}:{:02}:{:02} +0000",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
+/// well-known algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn spec(entries: Vec<Entry>) -> PackageSpec {
+        let mut control = Control::new();
+        control.set("Package", "sample");
+        control.set("Version", "1.0-1");
+        control.set("Architecture", "all");
+        control.set("Maintainer", "Test <test@example.com>");
+        control.set("Description", "a sample");
+        PackageSpec {
+            control,
+            entries,
+            conffiles: vec![],
+            control_files: vec![],
+            compression: Compression::Gzip,
+            level: 6,
+            threads: 1,
+            mtime: 1_700_000_000,
+        }
+    }
+
+    fn file(path: &str, contents: &str) -> Entry {
+        Entry {
+            path: path.into(),
+            mode: 0o644,
+            source: EntrySource::File(Source::Bytes(contents.as_bytes().to_vec())),
+        }
+    }
+
+    fn pack(spec: &PackageSpec) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        write_package(spec, &mut out, &mut Cursor::new(Vec::new()), &mut Quiet)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn round_trip_through_the_reader() {
+        let long = format!("/usr/share/sample/{}/file", "x".repeat(150));
+        let mut spec = spec(vec![
+            file("/etc/sample/sample.conf", "a=1\n"),
+            file("/usr/bin/sample", "#!/bin/sh\n"),
+            file(&long, "deep"),
+            Entry {
+                path: "/usr/bin/sample-link".into(),
+                mode: 0o777,
+                source: EntrySource::Symlink("sample".into()),
+            },
+        ]);
+        spec.control_files
+            .push(("postinst".into(), 0o755, b"#!/bin/sh\n".to_vec()));
+        let bytes = pack(&spec).unwrap();
+        let inspection = crate::inspect(&bytes[..]).unwrap();
+        let paths: Vec<&str> = inspection
+            .files
+            .iter()
+            .map(|file| file.path.as_str())
+            .collect();
+        assert_eq!(paths[0], "/");
+        assert!(paths.contains(&"/usr/"));
+        assert!(paths.contains(&"/usr/share/sample/"));
+        assert!(paths.contains(&long.as_str()));
+        assert_eq!(
+            inspection.conffiles,
+            vec!["/etc/sample/sample.conf".to_string()]
+        );
+        let md5sums = inspection
+            .control_files
+            .iter()
+            .find(|file| file.name == "md5sums")
+            .unwrap();
+        let md5_text = md5sums.text.as_deref().unwrap();
+        assert!(md5_text.contains("  usr/bin/sample\n"));
+        assert!(
+            !md5_text.contains("etc/sample"),
+            "conffiles are not in md5sums"
+        );
+        assert!(
+            inspection
+                .files
+                .iter()
+                .all(|file| file.owner == "root/root" && file.mtime == 1_700_000_000)
+        );
+        assert!(inspection.control.get("Installed-Size").is_some());
+    }
+
+    #[test]
+    fn reproducible() {
+        let spec = spec(vec![file("/usr/share/a", "x"), file("/usr/share/b", "y")]);
+        assert_eq!(pack(&spec).unwrap(), pack(&spec).unwrap());
+    }
+
+    #[test]
+    fn bad_paths_are_refused() {
+        for path in [
+            "relative/x",
+            "/usr/../../etc/passwd",
+            "/",
+            "/usr//x",
+            "/./x",
+        ] {
+            let error = pack(&spec(vec![file(path, "x")])).unwrap_err();
+            assert!(error.to_string().contains(path), "{path}: {error}");
+        }
+        let error = pack(&spec(vec![file("/a/b", "x"), file("/a/b", "y")])).unwrap_err();
+        assert!(error.to_string().contains("twice"), "{error}");
+        let error = pack(&spec(vec![file("/a", "x"), file("/a/b", "y")])).unwrap_err();
+        assert!(error.to_string().contains("not a directory"), "{error}");
+    }
+
+    #[test]
+    fn installed_size_counts_like_dpkg_gencontrol() {
+        let nodes = build_tree(&[
+            file("/usr/bin/a", &"x".repeat(1025)),
+            file("/usr/bin/b", ""),
+        ])
+        .unwrap();
+        // root, usr, usr/bin = 3 directories; a = 2 KiB; b = 0 KiB.
+        assert_eq!(installed_size(&nodes), 5);
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc2822(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(rfc2822(1_795_770_000), "Fri, 27 Nov 2026 09:00:00 +0000");
+        assert_eq!(year_of(1_795_770_000), 2026);
+    }
+}
