@@ -162,6 +162,13 @@ impl ChannelPointer {
     }
 }
 
+/// A moment as RFC 3339 text (`2026-11-27T05:00:00Z`), the form documents use.
+pub fn format_time(moment: OffsetDateTime) -> String {
+    moment
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| moment.unix_timestamp().to_string())
+}
+
 /// The current time in UTC, truncated to whole seconds (documents carry seconds only).
 pub fn now_utc() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();

@@ -12,7 +12,7 @@ mod error;
 mod keys;
 
 pub use document::{
-    ArtifactRef, ChannelPointer, Release, ReleaseRef, Rollout, SCHEMA, Wave, now_utc,
+    ArtifactRef, ChannelPointer, Release, ReleaseRef, Rollout, SCHEMA, Wave, format_time, now_utc,
 };
 pub use envelope::{
     Envelope, MAX_DOCUMENT_BYTES, PointerCheck, VerifiedPointer, VerifiedRelease, sign_artifact,

@@ -400,9 +400,9 @@ impl Store {
     }
 
     /// Write an object whatever is there (host reports).
-    pub async fn put_overwrite(&self, path: &str, bytes: Bytes) -> Result<(), Error> {
+    pub async fn put_overwrite(&self, path: &str, bytes: impl Into<Bytes>) -> Result<(), Error> {
         self.inner
-            .put(&Path::from(path), PutPayload::from(bytes))
+            .put(&Path::from(path), PutPayload::from(bytes.into()))
             .await
             .map(|_| ())
             .map_err(|source| self.request_error("write", path, source))
@@ -656,5 +656,143 @@ fn lock_exclusive(path: &FsPath) -> std::io::Result<std::fs::File> {
             ));
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+
+    fn local() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().join("store").display());
+        let options = StoreOptions {
+            create_local_root: true,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(&url, &options).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn compare_and_swap_on_a_directory() {
+        let (_dir, store) = local();
+        let path = "apps/a/channels/c.json";
+        assert!(matches!(
+            store
+                .put_if_match(path, Bytes::from_static(b"1"), None)
+                .await
+                .unwrap(),
+            SwapOutcome::Written(_)
+        ));
+        assert_eq!(
+            store
+                .put_if_match(path, Bytes::from_static(b"x"), None)
+                .await
+                .unwrap(),
+            SwapOutcome::Conflict
+        );
+        let first = store.get(path, 100).await.unwrap().unwrap();
+        assert_eq!(&first.bytes[..], b"1");
+        let stale = Some("\"not-the-etag\"");
+        assert_eq!(
+            store
+                .put_if_match(path, Bytes::from_static(b"x"), stale)
+                .await
+                .unwrap(),
+            SwapOutcome::Conflict
+        );
+        let written = store
+            .put_if_match(path, Bytes::from_static(b"2"), first.etag.as_deref())
+            .await
+            .unwrap();
+        assert!(matches!(written, SwapOutcome::Written(_)));
+        // The old ETag is now stale.
+        assert_eq!(
+            store
+                .put_if_match(path, Bytes::from_static(b"3"), first.etag.as_deref())
+                .await
+                .unwrap(),
+            SwapOutcome::Conflict
+        );
+        assert_eq!(
+            &store.get(path, 100).await.unwrap().unwrap().bytes[..],
+            b"2"
+        );
+    }
+
+    #[tokio::test]
+    async fn conditional_get_capped_get_and_ranges() {
+        let (_dir, store) = local();
+        assert_eq!(
+            store
+                .put_create("a/b", Bytes::from_static(b"hello world"))
+                .await
+                .unwrap(),
+            CreateOutcome::Created
+        );
+        assert_eq!(
+            store
+                .put_create("a/b", Bytes::from_static(b"other"))
+                .await
+                .unwrap(),
+            CreateOutcome::AlreadyExists
+        );
+        let Fetched::Changed(object) = store.get_if_changed("a/b", None, 100).await.unwrap() else {
+            panic!("changed")
+        };
+        assert!(matches!(
+            store
+                .get_if_changed("a/b", object.etag.as_deref(), 100)
+                .await
+                .unwrap(),
+            Fetched::NotModified
+        ));
+        assert!(matches!(
+            store.get_if_changed("a/missing", None, 100).await.unwrap(),
+            Fetched::Missing
+        ));
+        assert!(matches!(
+            store.get("a/b", 5).await,
+            Err(Error::TooLarge { .. })
+        ));
+        assert_eq!(&store.get_range("a/b", 6..11).await.unwrap()[..], b"world");
+        let (size, stream) = store.stream_from("a/b", 6).await.unwrap();
+        assert_eq!(size, 11);
+        let rest: Vec<Bytes> = stream.map(|chunk| chunk.unwrap()).collect().await;
+        assert_eq!(rest.concat(), b"world");
+        assert_eq!(
+            store.check_conditional_put().await.unwrap(),
+            ConditionalPut::Honoured
+        );
+    }
+
+    #[tokio::test]
+    async fn multipart_upload_round_trips() {
+        let (dir, store) = local();
+        let file = dir.path().join("big");
+        let data: Vec<u8> = (0..(MULTIPART_THRESHOLD as usize + 12345))
+            .map(|index| (index % 251) as u8)
+            .collect();
+        std::fs::write(&file, &data).unwrap();
+        store
+            .upload_file("artifacts/big.deb", &file, &NoProgress)
+            .await
+            .unwrap();
+        let stored = store
+            .get("artifacts/big.deb", u64::MAX)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(stored.bytes == data, "uploaded bytes differ");
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_a_reason() {
+        for url in ["ftp://x", "file://relative/path", "s3:///prefix"] {
+            let error = Store::open(url, &StoreOptions::default()).unwrap_err();
+            assert!(matches!(error, Error::InvalidUrl { .. }), "{url}: {error}");
+        }
     }
 }
