@@ -28,3 +28,6 @@ pub const FERRY_CACHE_DIR: &str = "FERRY_CACHE_DIR";
 pub const FERRY_HOST_ID: &str = "FERRY_HOST_ID";
 /// The Debian architecture the agent installs (`architecture`).
 pub const FERRY_ARCHITECTURE: &str = "FERRY_ARCHITECTURE";
+/// systemd's notify socket for `Type=notify` units: `ferry run` forwards `READY=1` there once
+/// the first process is ready (and never passes it on to the app, which gets its own).
+pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
