@@ -250,6 +250,10 @@ pub fn list_data(data: impl Read, member: &str) -> Result<Vec<FileEntry>> {
             link_target,
         });
     }
+    // tar stops at its end-of-archive blocks; read the stream to its real end so a
+    // truncated or corrupt tail (a compressor's checksum, the ar member) is reported too.
+    let mut rest = archive.into_inner();
+    std::io::copy(&mut rest, &mut std::io::sink()).map_err(Error::tar(member))?;
     Ok(files)
 }
 

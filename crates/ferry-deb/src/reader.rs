@@ -184,6 +184,10 @@ impl<R: Read> DebReader<R> {
     }
 
     /// The decompressed data.tar as a `tar::Archive` (iterate `entries()` or `unpack`).
+    ///
+    /// tar stops reading at its end-of-archive marker: to be sure the package was complete
+    /// (compressor checksums, truncation), read `into_inner()` to the end afterwards, as
+    /// [`crate::inspect::list_data`] does.
     pub fn into_data_archive(self) -> Result<tar::Archive<Decompressor<MemberReader<R>>>> {
         Ok(tar::Archive::new(self.into_data()?))
     }
