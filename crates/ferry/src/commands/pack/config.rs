@@ -1,0 +1,219 @@
+//! The `ferry.toml` format read by `ferry pack`: the file structs (kebab-case, unknown keys
+//! are errors that name the key) and their resolution — paths made relative to the file,
+//! flags applied over the file — into a plan with nothing left optional.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// The whole `ferry.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Manifest {
+    pub package: PackageSection,
+    #[serde(default)]
+    pub files: Vec<FileSection>,
+    #[serde(default)]
+    pub symlinks: Vec<SymlinkSection>,
+    pub systemd: Option<SystemdSection>,
+    #[serde(default)]
+    pub scripts: ScriptsSection,
+}
+
+/// `[package]`: the control fields and package-wide settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PackageSection {
+    pub name: String,
+    /// Optional here when `--version` is given.
+    pub version: Option<String>,
+    pub maintainer: String,
+    pub description: String,
+    pub section: Option<String>,
+    pub priority: Option<String>,
+    /// Optional: detected from the ELF executables (`all` when there are none).
+    pub architecture: Option<String>,
+    pub homepage: Option<String>,
+    #[serde(default)]
+    pub depends: Vec<String>,
+    #[serde(default)]
+    pub pre_depends: Vec<String>,
+    #[serde(default)]
+    pub recommends: Vec<String>,
+    #[serde(default)]
+    pub suggests: Vec<String>,
+    #[serde(default)]
+    pub conflicts: Vec<String>,
+    #[serde(default)]
+    pub breaks: Vec<String>,
+    #[serde(default)]
+    pub replaces: Vec<String>,
+    #[serde(default)]
+    pub provides: Vec<String>,
+    /// Conffiles outside /etc (everything under /etc is one automatically).
+    #[serde(default)]
+    pub conffiles: Vec<String>,
+    /// The license named in the generated copyright file.
+    pub license: Option<String>,
+    /// A copyright file to ship instead of the generated one.
+    pub copyright: Option<PathBuf>,
+    /// A changelog to ship (plain or .gz) instead of the generated one.
+    pub changelog: Option<PathBuf>,
+}
+
+/// `[[files]]`: one file (or directory tree) to install.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileSection {
+    pub source: PathBuf,
+    pub dest: String,
+    /// Octal permission bits as a string (`"0755"`); default: 0755 when the source is
+    /// executable, else 0644.
+    pub mode: Option<String>,
+}
+
+/// `[[symlinks]]`: a symbolic link to create.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SymlinkSection {
+    pub path: String,
+    pub target: String,
+}
+
+/// `[systemd]`: units to install and how to handle them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SystemdSection {
+    #[serde(default)]
+    pub units: Vec<PathBuf>,
+    #[serde(default = "yes")]
+    pub enable: bool,
+    #[serde(default = "yes")]
+    pub start: bool,
+    #[serde(default)]
+    pub on_upgrade: OnUpgrade,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What `[systemd] on-upgrade` may say.
+#[derive(Debug, Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnUpgrade {
+    #[default]
+    Restart,
+    Reload,
+    ReloadOrRestart,
+    None,
+}
+
+/// `[scripts]`: maintainer scripts.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ScriptsSection {
+    pub preinst: Option<PathBuf>,
+    pub postinst: Option<PathBuf>,
+    pub prerm: Option<PathBuf>,
+    pub postrm: Option<PathBuf>,
+}
+
+impl Manifest {
+    /// Read and parse a manifest file.
+    pub fn load(path: &Path) -> anyhow::Result<Manifest> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read {} (write one, see docs/pack.md, or pass --config)",
+                path.display()
+            )
+        })?;
+        Manifest::parse(&text).with_context(|| format!("invalid {}", path.display()))
+    }
+
+    /// Parse a manifest's text.
+    pub fn parse(text: &str) -> anyhow::Result<Manifest> {
+        Ok(toml::from_str(text)?)
+    }
+}
+
+/// Parse an octal mode string (`"0755"`, `"755"`, `"0o755"`).
+pub fn parse_mode(text: &str) -> anyhow::Result<u32> {
+    let digits = text.trim().trim_start_matches("0o");
+    let mode = u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o7777 && !digits.is_empty());
+    match mode {
+        Some(mode) => Ok(mode),
+        None => bail!("mode {text:?} is not an octal permission like \"0755\" or \"0644\""),
+    }
+}
+
+/// A path from the manifest, relative to the manifest's directory.
+pub fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[package]
+name = "hello"
+version = "1.0.0-1"
+maintainer = "Ops <ops@example.com>"
+description = "Hello service"
+section = "net"
+depends = ["libc6 (>= 2.31)"]
+
+[[files]]
+source = "target/release/hello"
+dest = "/usr/bin/hello"
+mode = "0755"
+
+[[files]]
+source = "hello.conf"
+dest = "/etc/hello/hello.conf"
+
+[systemd]
+units = ["hello.service"]
+
+[scripts]
+postinst = "scripts/postinst"
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let manifest = Manifest::parse(EXAMPLE).unwrap();
+        assert_eq!(manifest.package.name, "hello");
+        assert_eq!(manifest.files.len(), 2);
+        assert_eq!(manifest.systemd.unwrap().units.len(), 1);
+        assert!(manifest.scripts.postinst.is_some());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let text = EXAMPLE.replace("section = \"net\"", "sektion = \"net\"");
+        let error = format!("{:#}", Manifest::parse(&text).unwrap_err());
+        assert!(error.contains("sektion"), "{error}");
+        let text = EXAMPLE.replace("mode = \"0755\"", "mod = \"0755\"");
+        let error = format!("{:#}", Manifest::parse(&text).unwrap_err());
+        assert!(error.contains("`mod`"), "{error}");
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("0755").unwrap(), 0o755);
+        assert_eq!(parse_mode("644").unwrap(), 0o644);
+        assert_eq!(parse_mode("4755").unwrap(), 0o4755);
+        assert!(parse_mode("0999").is_err());
+        assert!(parse_mode("rwx").is_err());
+        assert!(parse_mode("").is_err());
+    }
+}
