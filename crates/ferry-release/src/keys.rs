@@ -103,11 +103,24 @@ impl SigningKey {
                     )?
                 }
             },
-            Err(error) => return Err(invalid(error.to_string())),
+            Err(error) => match unencrypted_without_checksum(text) {
+                Some(secret) => secret,
+                None => return Err(invalid(error.to_string())),
+            },
         };
         let public =
             PublicKey::from_secret_key(&secret).map_err(|error| invalid(error.to_string()))?;
         let id = KeyId::from_keynum(public.keynum());
+        // Prove the pair works (minisign checks the signature against the public key), which
+        // also catches a corrupt key that had no checksum to catch it.
+        minisign::sign(
+            Some(&public),
+            &secret,
+            std::io::Cursor::new(b"ferry key check"),
+            None,
+            None,
+        )
+        .map_err(|error| invalid(format!("the key cannot sign: {error}")))?;
         Ok(SigningKey { secret, public, id })
     }
 
@@ -134,6 +147,67 @@ impl SigningKey {
     pub(crate) fn public(&self) -> &PublicKey {
         &self.public
     }
+}
+
+/// The byte layout of a minisign secret key: algorithm ids, KDF parameters, key id, the
+/// ed25519 secret key, then a checksum.
+const SECRET_KEY_BYTES: usize = 2 + 2 + 2 + 32 + 8 + 8 + 8 + 64 + 32;
+
+/// `minisign -G -W` (the C tool, 0.11) writes unencrypted keys with an all-zero checksum,
+/// which the minisign crate refuses as "corrupted". Accept exactly that shape: no KDF and a
+/// zero checksum; the caller then proves the key by signing with it.
+fn unencrypted_without_checksum(text: &str) -> Option<SecretKey> {
+    let encoded = text.lines().nth(1)?.trim();
+    let bytes = decode_base64(encoded)?;
+    if bytes.len() != SECRET_KEY_BYTES || bytes[2..4] != [0, 0] {
+        return None;
+    }
+    if bytes[SECRET_KEY_BYTES - 32..].iter().any(|byte| *byte != 0) {
+        return None;
+    }
+    SecretKey::from_bytes(&bytes).ok()
+}
+
+/// Standard base64 with padding, as minisign writes it; `None` on anything else.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    fn value(symbol: u8) -> Option<u32> {
+        match symbol {
+            b'A'..=b'Z' => Some(u32::from(symbol - b'A')),
+            b'a'..=b'z' => Some(u32::from(symbol - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(symbol - b'0') + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let symbols = text.as_bytes();
+    if symbols.len() % 4 != 0 {
+        return None;
+    }
+    let mut output = Vec::with_capacity(symbols.len() / 4 * 3);
+    for (index, group) in symbols.chunks(4).enumerate() {
+        let last = index == symbols.len() / 4 - 1;
+        let padding = group
+            .iter()
+            .rev()
+            .take_while(|symbol| **symbol == b'=')
+            .count();
+        if padding > 2 || (padding > 0 && !last) {
+            return None;
+        }
+        let mut accumulator = 0u32;
+        for symbol in &group[..4 - padding] {
+            accumulator = (accumulator << 6) | value(*symbol)?;
+        }
+        accumulator <<= 6 * padding as u32;
+        let decoded = [
+            (accumulator >> 16) as u8,
+            (accumulator >> 8) as u8,
+            accumulator as u8,
+        ];
+        output.extend_from_slice(&decoded[..3 - padding]);
+    }
+    Some(output)
 }
 
 /// The public keys a verifier accepts signatures from (several, so keys can rotate).
@@ -332,6 +406,50 @@ mod tests {
             Err(Error::KeyExists { .. })
         ));
         assert!(!format!("{key:?}").contains(&format!("{:?}", key.secret)));
+    }
+
+    /// Made by `minisign -G -W` (minisign 0.11) for this test only.
+    const STOCK_UNENCRYPTED_KEY: &str = "untrusted comment: minisign encrypted secret key\nRWQAAEIyAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAGYfWfaanD2y77cXe7zED8mmRRCwt4yxlET7IrAQs6ZzUYq6A+hCBJOzUvF1F8Ls1CC0cGSo4Ufz7FEh5HpJzkETTNRVF/tLiAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n";
+
+    #[test]
+    fn key_from_stock_minisign_without_password_loads() {
+        assert!(
+            decode_base64(STOCK_UNENCRYPTED_KEY.lines().nth(1).unwrap()).is_some(),
+            "decode"
+        );
+        assert!(
+            unencrypted_without_checksum(STOCK_UNENCRYPTED_KEY).is_some(),
+            "shape"
+        );
+        let key =
+            SigningKey::from_text(STOCK_UNENCRYPTED_KEY, Path::new("stock.key"), None).unwrap();
+        assert_eq!(key.id().to_string().len(), 16);
+    }
+
+    #[test]
+    fn base64_decoding_matches_known_values() {
+        assert_eq!(decode_base64("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(decode_base64("aGk=").unwrap(), b"hi");
+        assert_eq!(decode_base64("YWJj").unwrap(), b"abc");
+        assert!(decode_base64("a=bc").is_none());
+        assert!(decode_base64("abc").is_none());
+    }
+
+    #[test]
+    fn encrypted_key_needs_a_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = KeyPair::generate_encrypted_keypair(Some("secret words".into())).unwrap();
+        let path = dir.path().join("encrypted.key");
+        std::fs::write(&path, pair.sk.to_box(None).unwrap().into_string()).unwrap();
+        let error = SigningKey::from_file(&path, None).unwrap_err();
+        assert!(matches!(error, Error::EncryptedKey { .. }), "{error}");
+        assert!(error.to_string().contains("FERRY_KEY_PASSWORD"));
+        assert!(matches!(
+            SigningKey::from_file(&path, Some("wrong".into())),
+            Err(Error::DecryptKey { .. })
+        ));
+        let key = SigningKey::from_file(&path, Some("secret words".into())).unwrap();
+        assert_eq!(key.id(), KeyId::from_keynum(pair.pk.keynum()));
     }
 
     #[test]

@@ -115,14 +115,25 @@ pub enum Error {
     Release(#[from] ferry_release::Error),
 }
 
-/// Recognise common causes in an object_store error and say what to check.
-pub(crate) fn hint_for(error: &object_store::Error) -> String {
+/// The error and all its causes as one text.
+fn full_text(error: &object_store::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
         text.push_str(&cause.to_string());
         source = cause.source();
     }
+    text
+}
+
+/// True when a "not found" is about the bucket, not the object.
+pub(crate) fn is_missing_bucket(error: &object_store::Error) -> bool {
+    full_text(error).contains("NoSuchBucket")
+}
+
+/// Recognise common causes in an object_store error and say what to check.
+pub(crate) fn hint_for(error: &object_store::Error) -> String {
+    let text = full_text(error);
     let hint = if text.contains("NoSuchBucket") {
         "the bucket does not exist (create it, or check the bucket name in the store URL)"
     } else if text.contains("InvalidAccessKeyId")

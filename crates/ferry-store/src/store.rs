@@ -22,7 +22,7 @@ use object_store::{
 };
 use tokio::io::AsyncReadExt;
 
-use crate::error::{Error, hint_for};
+use crate::error::{Error, hint_for, is_missing_bucket};
 use crate::progress::Progress;
 
 /// Objects at least this big are uploaded in parts.
@@ -50,6 +50,9 @@ pub struct StoreOptions {
     pub retry_timeout: Duration,
     /// Create the directory of a `file://` store if it does not exist (for writers).
     pub create_local_root: bool,
+    /// Treat a missing `file://` directory as an empty store instead of an error (for
+    /// planning a publish without writing anything).
+    pub missing_local_root_is_empty: bool,
 }
 
 impl Default for StoreOptions {
@@ -61,6 +64,7 @@ impl Default for StoreOptions {
             max_retries: 2,
             retry_timeout: Duration::from_secs(10),
             create_local_root: false,
+            missing_local_root_is_empty: false,
         }
     }
 }
@@ -158,6 +162,12 @@ impl Store {
                     path: root.clone(),
                     source,
                 })?;
+            } else if !root.exists() && options.missing_local_root_is_empty {
+                return Ok(Store {
+                    inner: Arc::new(object_store::memory::InMemory::new()),
+                    url: url_clean,
+                    backend: Arc::new(Backend::Local { root }),
+                });
             } else if !root.is_dir() {
                 return Err(Error::NotFound {
                     what: "store directory".into(),
@@ -297,6 +307,9 @@ impl Store {
         };
         let result = match self.inner.get_opts(&location, options).await {
             Ok(result) => result,
+            Err(error @ object_store::Error::NotFound { .. }) if is_missing_bucket(&error) => {
+                return Err(self.request_error("read", path, error));
+            }
             Err(object_store::Error::NotFound { .. }) => return Ok(Fetched::Missing),
             Err(object_store::Error::NotModified { .. }) => return Ok(Fetched::NotModified),
             Err(source) => return Err(self.request_error("read", path, source)),
@@ -334,6 +347,9 @@ impl Store {
                 size: meta.size,
                 etag: meta.e_tag,
             })),
+            Err(error @ object_store::Error::NotFound { .. }) if is_missing_bucket(&error) => {
+                Err(self.request_error("look up", path, error))
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(source) => Err(self.request_error("look up", path, source)),
         }
@@ -511,6 +527,9 @@ impl Store {
                     size: meta.size,
                     etag: meta.e_tag,
                 }),
+                Err(error @ object_store::Error::NotFound { .. }) if is_missing_bucket(&error) => {
+                    return Err(self.request_error("list", prefix, error));
+                }
                 Err(object_store::Error::NotFound { .. }) => break,
                 Err(source) => return Err(self.request_error("list", prefix, source)),
             }

@@ -31,3 +31,13 @@ pub const FERRY_ARCHITECTURE: &str = "FERRY_ARCHITECTURE";
 /// systemd's notify socket for `Type=notify` units: `ferry run` forwards `READY=1` there once
 /// the first process is ready (and never passes it on to the app, which gets its own).
 pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
+
+// `ferry publish` / `rollback` / `promote` / `verify`.
+/// The minisign secret key file that signs releases; stands for `--key`.
+pub const FERRY_KEY: &str = "FERRY_KEY";
+/// The password of an encrypted minisign secret key (keys from `ferry keygen` and
+/// `minisign -G -W` have none).
+pub const FERRY_KEY_PASSWORD: &str = "FERRY_KEY_PASSWORD";
+/// Where `ferry verify` remembers the highest serial it accepted per channel; stands for
+/// `ferry verify --state`.
+pub const FERRY_VERIFY_STATE: &str = "FERRY_VERIFY_STATE";

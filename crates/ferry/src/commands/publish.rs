@@ -1,10 +1,222 @@
-//! `ferry publish`: not built yet.
+//! `ferry publish FILE.deb…`: upload the packages (content-addressed), sign and write the
+//! release, then point the channel at it with the next serial. `--dry-run` shows the plan and
+//! writes nothing: the same plan is computed either way, only its execution is skipped.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use ferry_store::{ArtifactInput, PublishOptions, PublishPlan, plan_publish};
+use serde_json::json;
+
+use super::store_args::{KeyArgs, StoreArgs, TerminalProgress, runtime};
+use crate::env;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The .deb files: one version, one file per architecture.
+    #[arg(required = true, value_name = "FILE.deb")]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The app (namespace in the store); default: the package name.
+    #[arg(long, env = env::FERRY_APP)]
+    pub app: Option<String>,
+    /// The channel to point at the release.
+    #[arg(long, env = env::FERRY_CHANNEL, default_value = "stable")]
+    pub channel: String,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Notes stored in the release document.
+    #[arg(long, default_value = "")]
+    pub notes: String,
+    /// Make the pointer expire after this long (e.g. `30d`); agents then refuse it until a
+    /// new publish. Off by default.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub expires_in: Option<Duration>,
+    /// Publish even on a store that ignores conditional writes (only safe when no other
+    /// publish can run at the same time).
+    #[arg(long)]
+    pub single_publisher: bool,
+    /// Print what would be done; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`ferry publish` is not implemented yet")
+fn read_package(file: &Path) -> anyhow::Result<ArtifactInput> {
+    let reader = ferry_deb::DebReader::open(file)
+        .with_context(|| format!("cannot read {} as a .deb", file.display()))?;
+    let control = reader.control();
+    let field = |value: Option<&str>, name: &str| {
+        value
+            .map(str::to_owned)
+            .with_context(|| format!("{} has no {name} field in its control file", file.display()))
+    };
+    Ok(ArtifactInput {
+        file: file.to_path_buf(),
+        package: field(control.package(), "Package")?,
+        version: field(control.version(), "Version")?,
+        architecture: field(control.architecture(), "Architecture")?,
+    })
+}
+
+fn plan_json(plan: &PublishPlan) -> serde_json::Value {
+    let artifacts: Vec<_> = plan
+        .artifacts
+        .iter()
+        .map(|artifact| {
+            json!({
+                "file": artifact.file,
+                "architecture": artifact.architecture,
+                "sha256": artifact.reference.sha256,
+                "size": artifact.reference.size,
+                "path": artifact.reference.path,
+                "upload": artifact.upload,
+                "upload_signature": artifact.upload_signature,
+            })
+        })
+        .collect();
+    json!({
+        "app": plan.options.app,
+        "channel": plan.options.channel,
+        "package": plan.package,
+        "version": plan.version,
+        "artifacts": artifacts,
+        "release_exists": plan.release_exists,
+        "current_serial": plan.current_serial,
+        "channel_unchanged": plan.channel_unchanged,
+    })
+}
+
+fn print_plan(plan: &PublishPlan, store: &str) {
+    println!(
+        "publish {} {} to {store} app {} channel {}",
+        plan.package, plan.version, plan.options.app, plan.options.channel
+    );
+    for artifact in &plan.artifacts {
+        let action = if artifact.upload {
+            "upload"
+        } else {
+            "already stored"
+        };
+        println!(
+            "  {:<8} {} ({} bytes) {action}: {}",
+            artifact.architecture,
+            artifact.file.display(),
+            artifact.reference.size,
+            artifact.reference.path
+        );
+    }
+    let release = if plan.release_exists {
+        "already stored (identical)"
+    } else {
+        "write"
+    };
+    println!(
+        "  release apps/{}/releases/{}.json: {release}",
+        plan.options.app, plan.version
+    );
+    if plan.channel_unchanged {
+        println!(
+            "  channel {}: already at {}, unchanged",
+            plan.options.channel, plan.version
+        );
+    } else {
+        let next = plan.current_serial.map_or(1, |serial| serial + 1);
+        println!(
+            "  channel {}: serial {} → {next} (or the next free one)",
+            plan.options.channel,
+            plan.current_serial
+                .map_or("none".into(), |serial| serial.to_string())
+        );
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let inputs: Vec<ArtifactInput> = args
+        .files
+        .iter()
+        .map(|file| read_package(file))
+        .collect::<anyhow::Result<_>>()?;
+    let key = args.key.load()?;
+    let app = match &args.app {
+        Some(app) => app.clone(),
+        None => inputs[0].package.clone(),
+    };
+    let options = PublishOptions {
+        app,
+        channel: args.channel.clone(),
+        notes: args.notes.clone(),
+        rollout: Default::default(),
+        expires_at: args
+            .expires_in
+            .map(|duration| ferry_release::now_utc() + duration),
+        single_publisher: args.single_publisher,
+    };
+    let store = if args.dry_run {
+        args.store.open_for_plan()?
+    } else {
+        args.store.open(true)?
+    };
+    let runtime = runtime()?;
+    let plan = runtime
+        .block_on(plan_publish(&store, &key, &inputs, &options))
+        .with_context(|| format!("cannot plan the publish to {}", store.url()))?;
+    if args.dry_run {
+        if args.json {
+            let mut value = plan_json(&plan);
+            value["dry_run"] = json!(true);
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        } else {
+            print_plan(&plan, store.url());
+            println!("dry run: nothing written");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let progress = TerminalProgress::new(false);
+    let outcome = runtime
+        .block_on(plan.execute(&store, &key, &progress))
+        .with_context(|| format!("publish of {} to {} failed", inputs[0].version, store.url()))?;
+    if args.json {
+        let mut value = plan_json(&outcome.plan);
+        value["dry_run"] = json!(false);
+        value["serial"] = json!(outcome.advanced.as_ref().map(|advanced| advanced.serial));
+        value["superseded_by"] = json!(
+            outcome
+                .advanced
+                .as_ref()
+                .and_then(|advanced| advanced.superseded_by)
+        );
+        value["key_id"] = json!(key.id().to_string());
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        let plan = &outcome.plan;
+        match &outcome.advanced {
+            Some(advanced) => {
+                println!(
+                    "published {} {} to {}/{} serial {} (key {})",
+                    plan.package,
+                    plan.version,
+                    plan.options.app,
+                    plan.options.channel,
+                    advanced.serial,
+                    key.id()
+                );
+                if let Some(newer) = advanced.superseded_by {
+                    println!(
+                        "note: a concurrent publish (serial {newer}) reached the channel after this one"
+                    );
+                }
+            }
+            None => println!(
+                "{} {} already published on {}/{}; nothing changed",
+                plan.package, plan.version, plan.options.app, plan.options.channel
+            ),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,10 +1,92 @@
-//! `ferry releases`: not built yet.
+//! `ferry releases`: the history of a channel, oldest first — serial, version, time and the
+//! key that signed each state; `*` marks the state the pointer holds now.
 
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+use anyhow::Context;
+use serde_json::json;
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`ferry releases` is not implemented yet")
+use super::store_args::{StoreArgs, runtime};
+use crate::env;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The app.
+    #[arg(long, env = env::FERRY_APP)]
+    pub app: String,
+    /// The channel.
+    #[arg(long, env = env::FERRY_CHANNEL, default_value = "stable")]
+    pub channel: String,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let store = args.store.open(false)?;
+    let runtime = runtime()?;
+    let (entries, current) = runtime
+        .block_on(async {
+            let entries = ferry_store::history(&store, &args.app, &args.channel).await?;
+            let current = ferry_store::read_pointer(&store, &args.app, &args.channel).await?;
+            Ok::<_, ferry_store::Error>((entries, current))
+        })
+        .with_context(|| {
+            format!(
+                "cannot read the history of {}/{} in {}",
+                args.app,
+                args.channel,
+                store.url()
+            )
+        })?;
+    let current_serial = current.map(|current| current.pointer.serial);
+    if args.json {
+        let list: Vec<_> = entries
+            .iter()
+            .map(|entry| {
+                json!({
+                    "serial": entry.serial,
+                    "version": entry.version,
+                    "published_at": ferry_release::format_time(entry.published_at),
+                    "key_id": entry.key_id.map(|id| id.to_string()),
+                    "current": Some(entry.serial) == current_serial,
+                    "artifacts": entry.pointer.release.artifacts,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if entries.is_empty() {
+        println!(
+            "channel {}/{} has no history in {}",
+            args.app,
+            args.channel,
+            store.url()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "  {:>6}  {:<24} {:<20}  KEY",
+        "SERIAL", "VERSION", "PUBLISHED"
+    );
+    for entry in &entries {
+        let marker = if Some(entry.serial) == current_serial {
+            "*"
+        } else {
+            " "
+        };
+        let key = entry
+            .key_id
+            .map_or_else(|| "?".to_owned(), |id| id.to_string());
+        println!(
+            "{marker} {:>6}  {:<24} {:<20}  {key}",
+            entry.serial,
+            entry.version,
+            ferry_release::format_time(entry.published_at)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

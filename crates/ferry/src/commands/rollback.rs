@@ -1,10 +1,73 @@
-//! `ferry rollback`: not built yet.
+//! `ferry rollback`: point a channel back at an earlier release. This is a new pointer state
+//! with a higher serial (agents refuse lower serials), naming the release before the current
+//! one, or `--to VERSION`.
 
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+use anyhow::Context;
+use ferry_store::PublishOptions;
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`ferry rollback` is not implemented yet")
+use super::store_args::{KeyArgs, StoreArgs, runtime};
+use crate::env;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The app.
+    #[arg(long, env = env::FERRY_APP)]
+    pub app: String,
+    /// The channel.
+    #[arg(long, env = env::FERRY_CHANNEL, default_value = "stable")]
+    pub channel: String,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// The version to go back to (default: the one before the current).
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
+    /// Write even on a store that ignores conditional writes.
+    #[arg(long)]
+    pub single_publisher: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let key = args.key.load()?;
+    let store = args.store.open(false)?;
+    let runtime = runtime()?;
+    let (from, advanced) = runtime
+        .block_on(async {
+            let Some(current) = ferry_store::read_pointer(&store, &args.app, &args.channel).await?
+            else {
+                return Err(ferry_store::Error::InvalidRequest(format!(
+                    "channel {}/{} has never been published; nothing to roll back",
+                    args.app, args.channel
+                )));
+            };
+            let entries = ferry_store::history(&store, &args.app, &args.channel).await?;
+            let target =
+                ferry_store::rollback_target(&entries, &current.pointer, args.to.as_deref())?;
+            let options = PublishOptions {
+                app: args.app.clone(),
+                channel: args.channel.clone(),
+                notes: String::new(),
+                rollout: Default::default(),
+                expires_at: None,
+                single_publisher: args.single_publisher,
+            };
+            let advanced = ferry_store::repoint_channel(&store, &key, &options, target).await?;
+            Ok((current.pointer.release.version, advanced))
+        })
+        .with_context(|| {
+            format!(
+                "cannot roll back {}/{} in {}",
+                args.app,
+                args.channel,
+                store.url()
+            )
+        })?;
+    println!(
+        "rolled back {}/{} from {from} to {} (serial {})",
+        args.app, args.channel, advanced.pointer.release.version, advanced.serial
+    );
+    Ok(ExitCode::SUCCESS)
 }

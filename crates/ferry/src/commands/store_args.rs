@@ -1,0 +1,131 @@
+//! Flags shared by the store commands (`--store`, `--s3-endpoint`, `--app`, `--channel`,
+//! `--key`) and the glue they all need: a tokio runtime, an opened store, a loaded key, and a
+//! progress bar that only draws on a terminal.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::Context;
+use ferry_release::SigningKey;
+use ferry_store::{Progress, Store, StoreOptions};
+
+use crate::env;
+
+/// Where the store is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// The store: file:///path or s3://bucket/prefix.
+    #[arg(long, env = env::FERRY_STORE, value_name = "URL")]
+    pub store: String,
+    /// A custom S3 endpoint (MinIO, Garage, a local server); AWS_ENDPOINT_URL works too.
+    #[arg(long, env = env::FERRY_S3_ENDPOINT, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+}
+
+impl StoreArgs {
+    /// Open the store; `writer` creates a missing file:// directory.
+    pub fn open(&self, writer: bool) -> anyhow::Result<Store> {
+        self.open_with(StoreOptions {
+            create_local_root: writer,
+            ..StoreOptions::default()
+        })
+    }
+
+    /// Open the store for planning only: a missing file:// directory reads as empty.
+    pub fn open_for_plan(&self) -> anyhow::Result<Store> {
+        self.open_with(StoreOptions {
+            missing_local_root_is_empty: true,
+            ..StoreOptions::default()
+        })
+    }
+
+    fn open_with(&self, options: StoreOptions) -> anyhow::Result<Store> {
+        let options = StoreOptions {
+            s3_endpoint: self.s3_endpoint.clone(),
+            ..options
+        };
+        Store::open(&self.store, &options)
+            .with_context(|| format!("cannot open store {}", self.store))
+    }
+}
+
+/// The secret key that signs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeyArgs {
+    /// The minisign secret key (PREFIX.key from `ferry keygen`, or minisign.key); an
+    /// encrypted key takes its password from FERRY_KEY_PASSWORD.
+    #[arg(long, env = env::FERRY_KEY, value_name = "FILE")]
+    pub key: PathBuf,
+}
+
+impl KeyArgs {
+    /// Load the key.
+    pub fn load(&self) -> anyhow::Result<SigningKey> {
+        load_key(&self.key)
+    }
+}
+
+pub fn load_key(path: &Path) -> anyhow::Result<SigningKey> {
+    let password = std::env::var(env::FERRY_KEY_PASSWORD).ok();
+    SigningKey::from_file(path, password)
+        .with_context(|| format!("cannot load signing key {}", path.display()))
+}
+
+/// A runtime for the async store calls.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// A progress bar on stderr when it is a terminal; nothing otherwise.
+pub struct TerminalProgress {
+    bar: Mutex<Option<indicatif::ProgressBar>>,
+    enabled: bool,
+}
+
+impl TerminalProgress {
+    pub fn new(quiet: bool) -> TerminalProgress {
+        TerminalProgress {
+            bar: Mutex::new(None),
+            enabled: !quiet && std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+impl Progress for TerminalProgress {
+    fn start(&self, label: &str, total: u64) {
+        if !self.enabled {
+            return;
+        }
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(label.to_owned());
+        if let Ok(mut slot) = self.bar.lock() {
+            *slot = Some(bar);
+        }
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Ok(slot) = self.bar.lock() {
+            if let Some(bar) = slot.as_ref() {
+                bar.inc(bytes);
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(mut slot) = self.bar.lock() {
+            if let Some(bar) = slot.take() {
+                bar.finish_and_clear();
+            }
+        }
+    }
+}

@@ -1,0 +1,830 @@
+//! End-to-end tests of the signed release store: `ferry keygen`, `publish`, `releases`,
+//! `rollback`, `promote` and `verify`, run as the real binary against BOTH backends — a
+//! `file://` directory and a real S3-compatible server (moto, on 127.0.0.1) — with packages
+//! built by the real `dpkg-deb` and signatures checked by the real `minisign`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry_store::{Store, StoreOptions};
+use ferry_testutil::Dir;
+use ferry_testutil::s3::{ConditionStrippingProxy, S3Server};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    File,
+    S3,
+}
+
+/// A store on one backend, a key pair, and the binary wired to both.
+struct Fixture {
+    dir: Dir,
+    server: Option<S3Server>,
+    store: String,
+    key: PathBuf,
+    public: PathBuf,
+}
+
+/// Every command must end well within this; a hang fails the test instead of CI.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(90);
+
+impl Fixture {
+    fn new(backend: Backend) -> Fixture {
+        let dir = Dir::new("store");
+        let (server, store) = match backend {
+            Backend::File => (None, format!("file://{}", dir.join("store").display())),
+            Backend::S3 => {
+                let server = S3Server::start();
+                let url = server.store_url("fleet");
+                (Some(server), url)
+            }
+        };
+        let mut fixture = Fixture {
+            key: dir.join("release.key"),
+            public: dir.join("release.pub"),
+            dir,
+            server,
+            store,
+        };
+        let output = fixture.run(&["keygen", fixture.dir.join("release").to_str().unwrap()]);
+        assert_success(&output);
+        fixture.key = fixture.dir.join("release.key");
+        fixture
+    }
+
+    /// The binary with a clean environment: the test store's endpoint and credentials, a
+    /// private verify-state file, and no FERRY_* settings leaking in from outside.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        for (name, _) in std::env::vars() {
+            if name.starts_with("FERRY_") || name.starts_with("AWS_") {
+                command.env_remove(name);
+            }
+        }
+        command.env("FERRY_VERIFY_STATE", self.dir.join("verify-state.json"));
+        command.env("AWS_EC2_METADATA_DISABLED", "true");
+        if let Some(server) = &self.server {
+            server.apply(&mut command);
+        }
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        run_bounded(self.command(args))
+    }
+
+    fn publish(&self, files: &[&Path], extra: &[&str]) -> Output {
+        let mut args = vec![
+            "publish",
+            "--store",
+            &self.store,
+            "--app",
+            "hello",
+            "--key",
+            self.key.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let paths: Vec<String> = files
+            .iter()
+            .map(|file| file.display().to_string())
+            .collect();
+        args.extend(paths.iter().map(String::as_str));
+        self.run(&args)
+    }
+
+    fn verify(&self, channel: &str, trust: &Path) -> Output {
+        self.run(&[
+            "verify",
+            "--store",
+            &self.store,
+            "--app",
+            "hello",
+            "--channel",
+            channel,
+            "--trust",
+            trust.to_str().unwrap(),
+        ])
+    }
+
+    /// Build a real .deb with dpkg-deb.
+    fn deb(&self, version: &str, architecture: &str, payload: &str) -> PathBuf {
+        let root = self.dir.join(format!("build-{version}-{architecture}"));
+        self.dir.write(
+            root.join("DEBIAN/control"),
+            format!(
+                "Package: hello\nVersion: {version}\nArchitecture: {architecture}\nMaintainer: Test <test@example.invalid>\nDescription: test package\n"
+            ),
+        );
+        self.dir
+            .write(root.join("usr/share/hello/payload"), payload);
+        let output_file = self.dir.join(format!("hello_{version}_{architecture}.deb"));
+        let output = run_bounded({
+            let mut command = Command::new("dpkg-deb");
+            command
+                .args(["--root-owner-group", "-Zgzip", "--build"])
+                .arg(&root)
+                .arg(&output_file);
+            command
+        });
+        assert_success(&output);
+        output_file
+    }
+
+    /// A library handle on the same store, for reading and tampering with raw objects.
+    fn raw(&self) -> RawStore {
+        let options = StoreOptions {
+            s3_endpoint: self.server.as_ref().map(S3Server::endpoint),
+            ..StoreOptions::default()
+        };
+        if let Some(server) = &self.server {
+            // The library reads credentials from the environment, like the binary.
+            for (name, value) in server.environment() {
+                // SAFETY: set before any thread of this test reads the environment; every
+                // test sets the same values.
+                unsafe { std::env::set_var(name, value) };
+            }
+        }
+        let store = Store::open(&self.store, &options).expect("open store");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        RawStore { store, runtime }
+    }
+}
+
+struct RawStore {
+    store: Store,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl RawStore {
+    fn get(&self, path: &str) -> Vec<u8> {
+        self.runtime
+            .block_on(self.store.get(path, 1 << 30))
+            .expect("read object")
+            .unwrap_or_else(|| panic!("{path} missing"))
+            .bytes
+            .to_vec()
+    }
+
+    fn put(&self, path: &str, bytes: Vec<u8>) {
+        self.runtime
+            .block_on(self.store.put_overwrite(path, bytes))
+            .expect("write object");
+    }
+
+    fn list(&self, prefix: &str) -> Vec<String> {
+        let mut paths: Vec<String> = self
+            .runtime
+            .block_on(self.store.list(prefix))
+            .expect("list")
+            .into_iter()
+            .map(|info| info.path)
+            .collect();
+        paths.sort();
+        paths
+    }
+}
+
+fn run_bounded(mut command: Command) -> Output {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|error| panic!("spawn {command:?}: {error}"));
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut buffer = Vec::new();
+        let _ = stdout.read_to_end(&mut buffer);
+        buffer
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buffer = Vec::new();
+        let _ = stderr.read_to_end(&mut buffer);
+        buffer
+    });
+    let deadline = Instant::now() + COMMAND_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} did not finish within {COMMAND_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn assert_success(output: &Output) {
+    assert!(output.status.success(), "command failed:\n{}", text(output));
+}
+
+fn assert_rejected(output: &Output, needle: &str) {
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "expected exit 2 (rejected):\n{}",
+        text(output)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(needle),
+        "expected {needle:?} in:\n{}",
+        text(output)
+    );
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    assert_success(output);
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("not JSON ({error}):\n{}", text(output)))
+}
+
+fn releases(fixture: &Fixture, channel: &str) -> Vec<(u64, String, bool)> {
+    let value = json(&fixture.run(&[
+        "releases",
+        "--store",
+        &fixture.store,
+        "--app",
+        "hello",
+        "--channel",
+        channel,
+        "--json",
+    ]));
+    value
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|entry| {
+            (
+                entry["serial"].as_u64().unwrap(),
+                entry["version"].as_str().unwrap().to_owned(),
+                entry["current"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn pointer_payload(raw: &RawStore, channel: &str) -> serde_json::Value {
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&raw.get(&format!("apps/hello/channels/{channel}.json"))).unwrap();
+    serde_json::from_str(envelope["payload"].as_str().unwrap()).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// The suite; each case runs once per backend (see the modules at the bottom).
+
+fn publish_verify_rollback_promote(backend: Backend) {
+    let fixture = Fixture::new(backend);
+    let amd64 = fixture.deb("1.0-1", "amd64", "one amd64");
+    let arm64 = fixture.deb("1.0-1", "arm64", "one arm64");
+    let first = json(&fixture.publish(&[&amd64, &arm64], &["--json"]));
+    assert_eq!(first["serial"], 1);
+    assert_eq!(
+        first["artifacts"].as_array().unwrap().len(),
+        2,
+        "multi-arch: one release"
+    );
+    assert_success(&fixture.verify("stable", &fixture.public));
+
+    let raw = fixture.raw();
+    let pointer = pointer_payload(&raw, "stable");
+    assert_eq!(pointer["release"]["version"], "1.0-1");
+    assert_eq!(
+        pointer["release"]["artifacts"].as_object().unwrap().len(),
+        2
+    );
+    assert_eq!(pointer["rollout"]["waves"][0]["percent"], 100);
+    assert_eq!(pointer["paused"], false);
+    assert!(pointer["expires_at"].is_null());
+
+    // Same version, same bytes: nothing changes.
+    let again = json(&fixture.publish(&[&amd64, &arm64], &["--json"]));
+    assert!(again["serial"].is_null(), "{again}");
+    assert_eq!(releases(&fixture, "stable").len(), 1);
+
+    let second = fixture.deb("2.0-1", "amd64", "two");
+    assert_eq!(json(&fixture.publish(&[&second], &["--json"]))["serial"], 2);
+    assert_success(&fixture.verify("stable", &fixture.public));
+
+    // Same version, other bytes: refused, nothing changed.
+    let impostor = fixture.deb("2.0-1", "amd64", "not two");
+    let output = fixture.publish(&[&impostor], &[]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("already exists with different artifacts"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(pointer_payload(&raw, "stable")["serial"], 2);
+
+    let key = fixture.key.to_str().unwrap();
+    let output = fixture.run(&[
+        "rollback",
+        "--store",
+        &fixture.store,
+        "--app",
+        "hello",
+        "--key",
+        key,
+    ]);
+    assert_success(&output);
+    assert_eq!(pointer_payload(&raw, "stable")["serial"], 3);
+    assert_eq!(
+        pointer_payload(&raw, "stable")["release"]["version"],
+        "1.0-1"
+    );
+    assert_success(&fixture.verify("stable", &fixture.public));
+
+    let output = fixture.run(&[
+        "rollback",
+        "--store",
+        &fixture.store,
+        "--app",
+        "hello",
+        "--key",
+        key,
+        "--to",
+        "2.0-1",
+    ]);
+    assert_success(&output);
+    assert_eq!(
+        releases(&fixture, "stable"),
+        vec![
+            (1, "1.0-1".into(), false),
+            (2, "2.0-1".into(), false),
+            (3, "1.0-1".into(), false),
+            (4, "2.0-1".into(), true)
+        ]
+    );
+    let output = fixture.run(&[
+        "rollback",
+        "--store",
+        &fixture.store,
+        "--app",
+        "hello",
+        "--key",
+        key,
+        "--to",
+        "9.9",
+    ]);
+    assert!(
+        !output.status.success() && text(&output).contains("never pointed at version 9.9"),
+        "{}",
+        text(&output)
+    );
+
+    let output = fixture.run(&[
+        "promote",
+        "--store",
+        &fixture.store,
+        "--app",
+        "hello",
+        "--from",
+        "stable",
+        "--to",
+        "beta",
+        "--key",
+        key,
+    ]);
+    assert_success(&output);
+    assert_eq!(releases(&fixture, "beta"), vec![(1, "2.0-1".into(), true)]);
+    assert_success(&fixture.verify("beta", &fixture.public));
+
+    let listing = fixture.run(&["releases", "--store", &fixture.store, "--app", "hello"]);
+    assert_success(&listing);
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert!(
+        listing.contains("* ") && listing.contains("2.0-1"),
+        "{listing}"
+    );
+}
+
+fn dry_run_writes_nothing(backend: Backend) {
+    let fixture = Fixture::new(backend);
+    let deb = fixture.deb("1.0-1", "amd64", "x");
+    let plan = json(&fixture.publish(&[&deb], &["--dry-run", "--json"]));
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(plan["artifacts"][0]["upload"], true);
+    assert_eq!(plan["version"], "1.0-1");
+    match backend {
+        Backend::File => assert!(
+            !fixture.dir.join("store").exists(),
+            "dry run created the store"
+        ),
+        Backend::S3 => assert_eq!(fixture.raw().list(""), Vec::<String>::new()),
+    }
+    let output = fixture.publish(&[&deb], &["--dry-run"]);
+    assert_success(&output);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("nothing written"));
+}
+
+fn tampering_is_rejected(backend: Backend) {
+    let fixture = Fixture::new(backend);
+    let deb = fixture.deb("1.0-1", "amd64", "original");
+    let published = json(&fixture.publish(&[&deb], &["--json"]));
+    let artifact = published["artifacts"][0]["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let raw = fixture.raw();
+
+    // A byte changed in the artifact.
+    let original = raw.get(&artifact);
+    let mut changed = original.clone();
+    let middle = changed.len() / 2;
+    changed[middle] ^= 0x20;
+    raw.put(&artifact, changed);
+    assert_rejected(&fixture.verify("stable", &fixture.public), "sha256");
+    raw.put(&artifact, original);
+    assert_success(&fixture.verify("stable", &fixture.public));
+
+    // A byte changed in the release document.
+    let release_path = "apps/hello/releases/1.0-1.json";
+    let original = raw.get(release_path);
+    let tampered = String::from_utf8(original.clone())
+        .unwrap()
+        .replacen("original", "0riginal", 0)
+        .replacen("\\\"size\\\":", "\\\"size\\\": ", 1);
+    assert_ne!(tampered.as_bytes(), &original[..]);
+    raw.put(release_path, tampered.into_bytes());
+    assert_rejected(&fixture.verify("stable", &fixture.public), "bad signature");
+    raw.put(release_path, original);
+
+    // A byte changed in the pointer.
+    let pointer_path = "apps/hello/channels/stable.json";
+    let original = raw.get(pointer_path);
+    let tampered = String::from_utf8(original.clone()).unwrap().replacen(
+        "\\\"paused\\\":false",
+        "\\\"paused\\\":true ",
+        1,
+    );
+    assert_ne!(tampered.as_bytes(), &original[..]);
+    raw.put(pointer_path, tampered.into_bytes());
+    assert_rejected(&fixture.verify("stable", &fixture.public), "bad signature");
+    raw.put(pointer_path, original.clone());
+    assert_success(&fixture.verify("stable", &fixture.public));
+
+    // Signed by a key that is not trusted.
+    let other = fixture.run(&["keygen", fixture.dir.join("other").to_str().unwrap()]);
+    assert_success(&other);
+    assert_rejected(
+        &fixture.verify("stable", &fixture.dir.join("other.pub")),
+        "not among the trusted keys",
+    );
+
+    // An old (validly signed) pointer replayed after a newer one was seen.
+    let newer = fixture.deb("2.0-1", "amd64", "newer");
+    assert_success(&fixture.publish(&[&newer], &[]));
+    assert_success(&fixture.verify("stable", &fixture.public));
+    raw.put(pointer_path, original);
+    assert_rejected(
+        &fixture.verify("stable", &fixture.public),
+        "lower than serial 2",
+    );
+}
+
+fn minisign_checks_artifacts_and_pointer(backend: Backend) {
+    let fixture = Fixture::new(backend);
+    // A key pair from the stock tool works for publishing and verifying.
+    let stock_public = fixture.dir.join("stock.pub");
+    let stock_secret = fixture.dir.join("stock.key");
+    let output = run_bounded({
+        let mut command = Command::new("minisign");
+        command
+            .args(["-G", "-W", "-p"])
+            .arg(&stock_public)
+            .arg("-s")
+            .arg(&stock_secret);
+        command
+    });
+    assert_success(&output);
+    let deb = fixture.deb("1.0-1", "amd64", "payload");
+    let mut args = vec![
+        "publish",
+        "--store",
+        &fixture.store,
+        "--app",
+        "hello",
+        "--key",
+        stock_secret.to_str().unwrap(),
+        "--json",
+    ];
+    let deb_text = deb.display().to_string();
+    args.push(&deb_text);
+    let published = json(&fixture.run(&args));
+    assert_success(&fixture.verify("stable", &stock_public));
+    assert_rejected(
+        &fixture.verify("stable", &fixture.public),
+        "not among the trusted keys",
+    );
+
+    let raw = fixture.raw();
+    let artifact = published["artifacts"][0]["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let artifact_file = fixture.dir.write("download.deb", raw.get(&artifact));
+    let signature_file = fixture.dir.write(
+        "download.deb.minisig",
+        raw.get(&format!("{artifact}.minisig")),
+    );
+    let minisign_verify = |data: &Path, signature: &Path| {
+        let mut command = Command::new("minisign");
+        command
+            .arg("-V")
+            .arg("-p")
+            .arg(&stock_public)
+            .arg("-m")
+            .arg(data)
+            .arg("-x")
+            .arg(signature);
+        run_bounded(command)
+    };
+    assert_success(&minisign_verify(&artifact_file, &signature_file));
+
+    // The pointer: payload text and signature out of the envelope, then the stock tool.
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&raw.get("apps/hello/channels/stable.json")).unwrap();
+    let payload = fixture
+        .dir
+        .write("pointer.json", envelope["payload"].as_str().unwrap());
+    let signature = fixture.dir.write(
+        "pointer.json.minisig",
+        envelope["signature"].as_str().unwrap(),
+    );
+    let output = minisign_verify(&payload, &signature);
+    assert_success(&output);
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("serial=1"),
+        "{}",
+        text(&output)
+    );
+
+    // And the stock tool notices a change too.
+    let mut changed = std::fs::read(&payload).unwrap();
+    changed[5] ^= 1;
+    std::fs::write(&payload, changed).unwrap();
+    assert!(!minisign_verify(&payload, &signature).status.success());
+}
+
+fn concurrent_publishes_get_distinct_serials(backend: Backend) {
+    const PUBLISHERS: usize = 8;
+    let fixture = Fixture::new(backend);
+    let debs: Vec<PathBuf> = (1..=PUBLISHERS)
+        .map(|index| fixture.deb(&format!("{index}.0-1"), "amd64", &format!("build {index}")))
+        .collect();
+    let children: Vec<_> = debs
+        .iter()
+        .map(|deb| {
+            let mut command = fixture.command(&[
+                "publish",
+                "--store",
+                &fixture.store,
+                "--app",
+                "hello",
+                "--key",
+                fixture.key.to_str().unwrap(),
+                "--json",
+                deb.to_str().unwrap(),
+            ]);
+            std::thread::spawn(move || {
+                run_bounded({
+                    command.stdin(Stdio::null());
+                    command
+                })
+            })
+        })
+        .collect();
+    let mut serials: Vec<u64> = Vec::new();
+    let mut versions_by_serial = std::collections::BTreeMap::new();
+    for child in children {
+        let output = child.join().unwrap();
+        let value = json(&output);
+        let serial = value["serial"].as_u64().unwrap();
+        serials.push(serial);
+        versions_by_serial.insert(serial, value["version"].as_str().unwrap().to_owned());
+    }
+    serials.sort_unstable();
+    assert_eq!(
+        serials,
+        (1..=PUBLISHERS as u64).collect::<Vec<_>>(),
+        "every publish got its own serial"
+    );
+
+    let history = releases(&fixture, "stable");
+    assert_eq!(history.len(), PUBLISHERS, "{history:?}");
+    for (serial, version, _) in &history {
+        assert_eq!(
+            &versions_by_serial[serial], version,
+            "history {serial} records that publish's release"
+        );
+    }
+    let raw = fixture.raw();
+    let pointer = pointer_payload(&raw, "stable");
+    assert_eq!(
+        pointer["serial"], PUBLISHERS as u64,
+        "the pointer ends at the highest serial"
+    );
+    assert_eq!(
+        pointer["release"]["version"].as_str().unwrap(),
+        versions_by_serial[&(PUBLISHERS as u64)]
+    );
+    assert_success(&fixture.verify("stable", &fixture.public));
+}
+
+fn leftover_history_from_a_crashed_publish_is_skipped(backend: Backend) {
+    let fixture = Fixture::new(backend);
+    let first = fixture.deb("1.0-1", "amd64", "one");
+    assert_success(&fixture.publish(&[&first], &[]));
+    // A publisher that died after claiming serial 2 but before moving the pointer.
+    let raw = fixture.raw();
+    let history_one = raw.get("apps/hello/channels/stable/history/1.json");
+    raw.put("apps/hello/channels/stable/history/2.json", history_one);
+    let second = fixture.deb("2.0-1", "amd64", "two");
+    let value = json(&fixture.publish(&[&second], &["--json"]));
+    assert_eq!(value["serial"], 3);
+    assert_eq!(pointer_payload(&raw, "stable")["serial"], 3);
+    assert_success(&fixture.verify("stable", &fixture.public));
+}
+
+fn bad_input_is_a_clear_error(backend: Backend) {
+    let fixture = Fixture::new(backend);
+    let not_a_deb = fixture.dir.write("junk.deb", "this is not a package");
+    let output = fixture.publish(&[&not_a_deb], &[]);
+    assert!(!output.status.success());
+    assert!(text(&output).contains("junk.deb"), "{}", text(&output));
+
+    let output = fixture.run(&["keygen", fixture.dir.join("release").to_str().unwrap()]);
+    assert!(
+        !output.status.success() && text(&output).contains("refusing to overwrite"),
+        "{}",
+        text(&output)
+    );
+
+    let output = fixture.verify("stable", &fixture.public);
+    assert!(!output.status.success());
+    assert!(text(&output).contains("not found"), "{}", text(&output));
+
+    let deb = fixture.deb("1.0-1", "amd64", "x");
+    let output = fixture.publish(&[&deb], &["--channel", "../etc"]);
+    assert!(
+        !output.status.success() && text(&output).contains("cannot be used in a store path"),
+        "{}",
+        text(&output)
+    );
+}
+
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod file {
+            $( #[test] fn $case() { super::$case(super::Backend::File) } )*
+        }
+        mod s3 {
+            $( #[test] fn $case() { super::$case(super::Backend::S3) } )*
+        }
+    };
+}
+
+on_both_backends!(
+    publish_verify_rollback_promote,
+    dry_run_writes_nothing,
+    tampering_is_rejected,
+    minisign_checks_artifacts_and_pointer,
+    concurrent_publishes_get_distinct_serials,
+    leftover_history_from_a_crashed_publish_is_skipped,
+    bad_input_is_a_clear_error,
+);
+
+// ---------------------------------------------------------------------------------------
+// S3-only failure modes.
+
+fn publish_with_endpoint(fixture: &Fixture, endpoint: &str, store: &str, extra: &[&str]) -> Output {
+    let deb = fixture.deb("1.0-1", "amd64", "x");
+    let mut args = vec![
+        "publish",
+        "--store",
+        store,
+        "--app",
+        "hello",
+        "--key",
+        fixture.key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let deb_text = deb.display().to_string();
+    args.push(&deb_text);
+    let mut command = fixture.command(&args);
+    command
+        .env("FERRY_S3_ENDPOINT", endpoint)
+        .env("AWS_ENDPOINT_URL", endpoint);
+    run_bounded(command)
+}
+
+#[test]
+fn s3_store_down_is_a_clear_error_and_leaves_nothing_behind() {
+    let fixture = Fixture::new(Backend::S3);
+    let dead = format!("http://127.0.0.1:{}", ferry_testutil::free_port());
+    let output = publish_with_endpoint(&fixture, &dead, &fixture.store, &[]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("cannot reach the store"),
+        "{}",
+        text(&output)
+    );
+    // The real store, reached again: the publish goes through from scratch.
+    let endpoint = fixture.server.as_ref().unwrap().endpoint();
+    assert_success(&publish_with_endpoint(
+        &fixture,
+        &endpoint,
+        &fixture.store,
+        &[],
+    ));
+    assert_success(&fixture.verify("stable", &fixture.public));
+}
+
+#[test]
+fn s3_missing_bucket_is_a_clear_error() {
+    let fixture = Fixture::new(Backend::S3);
+    let endpoint = fixture.server.as_ref().unwrap().endpoint();
+    let output = publish_with_endpoint(&fixture, &endpoint, "s3://no-such-bucket/fleet", &[]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("bucket does not exist"),
+        "{}",
+        text(&output)
+    );
+    let output = fixture.run(&[
+        "verify",
+        "--store",
+        "s3://no-such-bucket/x",
+        "--app",
+        "hello",
+        "--trust",
+        fixture.public.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("bucket does not exist"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn s3_wrong_credentials_are_a_clear_error() {
+    let fixture = Fixture::new(Backend::S3);
+    let strict = S3Server::start_with_auth();
+    let output = publish_with_endpoint(&fixture, &strict.endpoint(), &fixture.store, &[]);
+    assert!(!output.status.success());
+    assert!(text(&output).contains("access denied"), "{}", text(&output));
+}
+
+#[test]
+fn s3_store_ignoring_conditional_writes_is_refused_unless_single_publisher() {
+    let fixture = Fixture::new(Backend::S3);
+    let proxy = ConditionStrippingProxy::start(fixture.server.as_ref().unwrap().port());
+    let output = publish_with_endpoint(&fixture, &proxy.endpoint(), &fixture.store, &[]);
+    assert!(!output.status.success());
+    let message = text(&output);
+    assert!(
+        message.contains("ignores conditional writes") && message.contains("--single-publisher"),
+        "{message}"
+    );
+    let raw = fixture.raw();
+    assert!(
+        raw.list("apps").is_empty(),
+        "nothing was published: {:?}",
+        raw.list("apps")
+    );
+
+    assert_success(&publish_with_endpoint(
+        &fixture,
+        &proxy.endpoint(),
+        &fixture.store,
+        &["--single-publisher"],
+    ));
+    assert_success(&fixture.verify("stable", &fixture.public));
+}
