@@ -1,6 +1,7 @@
 //! Helpers shared by ferry's test suites: a fresh temp dir per test, spawned processes
 //! that are killed when the test ends, and free loopback ports.
 
+pub mod fleet;
 pub mod s3;
 
 use std::net::TcpListener;

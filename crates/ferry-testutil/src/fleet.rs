@@ -1,0 +1,499 @@
+//! Helpers for running a fleet of hosts on one machine, shared by the fleet test and the
+//! fleet benchmark: a publisher that drives the real `ferry keygen/pack/publish/rollback`,
+//! agent config files, process groups that are stopped for sure when dropped, plain HTTP
+//! GETs on loopback, and CPU / memory readings from `/proc`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Drives the real `ferry` binary for everything a release engineer does: keygen, pack,
+/// publish, rollback. Every command must succeed; a failure panics with its stderr.
+pub struct Publisher {
+    ferry: PathBuf,
+    dir: PathBuf,
+    store: String,
+    environment: Vec<(&'static str, String)>,
+    app: String,
+    channel: String,
+}
+
+impl Publisher {
+    /// A publisher working in `dir` (keys and builds go there) against `store`, with
+    /// `environment` (the S3 endpoint and credentials) set on every command.
+    pub fn new(
+        ferry: &Path,
+        dir: &Path,
+        store: &str,
+        environment: Vec<(&'static str, String)>,
+        app: &str,
+        channel: &str,
+    ) -> Publisher {
+        std::fs::create_dir_all(dir.join("build")).expect("create the build directory");
+        Publisher {
+            ferry: ferry.to_path_buf(),
+            dir: dir.to_path_buf(),
+            store: store.to_string(),
+            environment,
+            app: app.to_string(),
+            channel: channel.to_string(),
+        }
+    }
+
+    /// The public key agents trust.
+    pub fn public_key(&self) -> PathBuf {
+        self.dir.join("release.pub")
+    }
+
+    fn secret_key(&self) -> PathBuf {
+        self.dir.join("release.key")
+    }
+
+    /// `ferry keygen <dir>/release`.
+    pub fn keygen(&self) {
+        self.ferry(&["keygen".as_ref(), self.dir.join("release").as_os_str()]);
+    }
+
+    /// `ferry pack` a hello-service release: `binary` at /usr/bin/hello-service, `version`
+    /// in /usr/share/hello-service/version and, when given, `mode` (e.g. `unhealthy`) in
+    /// /usr/share/hello-service/mode. Returns the .deb.
+    pub fn pack(&self, binary: &Path, version: &str, mode: Option<&str>) -> PathBuf {
+        let build = self.dir.join("build").join(version);
+        std::fs::create_dir_all(&build).expect("create the build directory");
+        std::fs::write(build.join("version"), format!("{version}\n")).expect("write version");
+        let mut manifest = format!(
+            r#"[package]
+name = "{app}"
+version = "{version}"
+maintainer = "ferry fleet tests <fleet@example.com>"
+description = "hello-service for ferry's fleet test and benchmark"
+section = "net"
+
+[[files]]
+source = {binary}
+dest = "/usr/bin/hello-service"
+mode = "0755"
+
+[[files]]
+source = "version"
+dest = "/usr/share/hello-service/version"
+"#,
+            app = self.app,
+            binary = toml_string(&binary.display().to_string()),
+        );
+        if let Some(mode) = mode {
+            std::fs::write(build.join("mode"), format!("{mode}\n")).expect("write mode");
+            manifest.push_str(
+                "\n[[files]]\nsource = \"mode\"\ndest = \"/usr/share/hello-service/mode\"\n",
+            );
+        }
+        let config = build.join("ferry.toml");
+        std::fs::write(&config, manifest).expect("write ferry.toml");
+        let out = build.join("out");
+        self.ferry(&[
+            "pack".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ]);
+        let found = std::fs::read_dir(&out)
+            .expect("read the pack output directory")
+            .flatten()
+            .map(|entry| entry.path())
+            .find(|path| path.extension().is_some_and(|extension| extension == "deb"));
+        found.unwrap_or_else(|| panic!("ferry pack wrote no .deb into {}", out.display()))
+    }
+
+    /// `ferry publish` one .deb to the channel.
+    pub fn publish(&self, package: &Path) -> Output {
+        self.ferry(&[
+            "publish".as_ref(),
+            "--store".as_ref(),
+            self.store.as_ref(),
+            "--app".as_ref(),
+            self.app.as_ref(),
+            "--channel".as_ref(),
+            self.channel.as_ref(),
+            "--key".as_ref(),
+            self.secret_key().as_os_str(),
+            package.as_os_str(),
+        ])
+    }
+
+    /// `ferry rollback` to the release before the current one.
+    pub fn rollback(&self) -> Output {
+        self.ferry(&[
+            "rollback".as_ref(),
+            "--store".as_ref(),
+            self.store.as_ref(),
+            "--app".as_ref(),
+            self.app.as_ref(),
+            "--channel".as_ref(),
+            self.channel.as_ref(),
+            "--key".as_ref(),
+            self.secret_key().as_os_str(),
+        ])
+    }
+
+    fn ferry(&self, arguments: &[&std::ffi::OsStr]) -> Output {
+        let mut command = Command::new(&self.ferry);
+        command
+            .args(arguments)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        for (name, value) in &self.environment {
+            command.env(name, value);
+        }
+        let output = run_bounded(&mut command, Duration::from_secs(120));
+        assert!(
+            output.status.success(),
+            "`ferry {}` failed ({}):\n{}",
+            arguments[0].to_string_lossy(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+}
+
+/// Run a command to completion, killing it after `limit` (then panicking with its stderr).
+pub fn run_bounded(command: &mut Command, limit: Duration) -> Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("spawn {command:?}: {error}"));
+    // Drain the pipes on threads so a chatty command cannot block on a full pipe.
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out_thread = std::thread::spawn(move || {
+        let mut buffer = Vec::new();
+        let _ = stdout.read_to_end(&mut buffer);
+        buffer
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut buffer = Vec::new();
+        let _ = stderr.read_to_end(&mut buffer);
+        buffer
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the command") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = err_thread.join().unwrap_or_default();
+            panic!(
+                "{command:?} ran longer than {limit:?}; stderr: {}",
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_thread.join().unwrap_or_default(),
+        stderr: err_thread.join().unwrap_or_default(),
+    }
+}
+
+/// A copy of `binary` without debug info (`strip`), so a fleet downloads and unpacks a
+/// realistic ~2 MB package instead of a ~30 MB debug build.
+pub fn stripped_copy(binary: &Path, destination: &Path) -> PathBuf {
+    std::fs::copy(binary, destination)
+        .unwrap_or_else(|error| panic!("copy {}: {error}", binary.display()));
+    let output = Command::new("strip")
+        .arg(destination)
+        .output()
+        .expect("run strip (binutils)");
+    assert!(
+        output.status.success(),
+        "strip {}: {}",
+        destination.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    destination.to_path_buf()
+}
+
+/// Quote a string for TOML (a basic string is JSON-compatible for what a path holds).
+pub fn toml_string(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for character in text.chars() {
+        match character {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            '\n' => quoted.push_str("\\n"),
+            other => quoted.push(other),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// One host's agent file, written as an operator would. `restart` and `health` are the
+/// bodies of the `[restart]` and `[health]` tables.
+pub struct AgentFile<'a> {
+    /// The store URL.
+    pub store: &'a str,
+    /// The app.
+    pub app: &'a str,
+    /// The channel.
+    pub channel: &'a str,
+    /// The trusted public key.
+    pub trust: &'a Path,
+    /// Poll interval, e.g. `"1s"`.
+    pub interval: &'a str,
+    /// Jitter, e.g. `"500ms"`.
+    pub jitter: &'a str,
+    /// This host's id.
+    pub host_id: &'a str,
+    /// The journal directory.
+    pub state_dir: &'a Path,
+    /// The unpack root.
+    pub root: &'a Path,
+    /// `[restart]` body.
+    pub restart: &'a str,
+    /// `[health]` body.
+    pub health: &'a str,
+}
+
+impl AgentFile<'_> {
+    /// The TOML text.
+    pub fn text(&self) -> String {
+        format!(
+            r#"store = {store}
+app = {app}
+channel = {channel}
+trust = [{trust}]
+interval = {interval}
+jitter = {jitter}
+backoff-max = "5s"
+host-id = {host}
+state-dir = {state}
+
+[install]
+method = "unpack"
+root = {root}
+
+[restart]
+{restart}
+
+[health]
+{health}
+"#,
+            store = toml_string(self.store),
+            app = toml_string(self.app),
+            channel = toml_string(self.channel),
+            trust = toml_string(&self.trust.display().to_string()),
+            interval = toml_string(self.interval),
+            jitter = toml_string(self.jitter),
+            host = toml_string(self.host_id),
+            state = toml_string(&self.state_dir.display().to_string()),
+            root = toml_string(&self.root.display().to_string()),
+            restart = self.restart,
+            health = self.health,
+        )
+    }
+}
+
+/// A process started in its own process group. Dropping it stops the whole group for sure:
+/// SIGKILL to the group and to every direct child's own group (a `ferry run` supervisor puts
+/// each service process in a group of its own), then the process is reaped.
+pub struct GroupGuard {
+    child: Option<Child>,
+}
+
+impl GroupGuard {
+    /// Spawn `command` as the leader of a new process group.
+    pub fn spawn(command: &mut Command) -> GroupGuard {
+        command.process_group(0);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("spawn {command:?}: {error}"));
+        GroupGuard { child: Some(child) }
+    }
+
+    /// The process's PID.
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Whether it has exited (and how).
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// Ask it to stop (SIGTERM), without waiting.
+    pub fn terminate(&self) {
+        signal(self.id() as i32, libc::SIGTERM);
+    }
+
+    /// Stop it and everything it started; returns once it is reaped.
+    pub fn kill(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = child.id() as i32;
+        if child.try_wait().ok().flatten().is_none() {
+            // Freeze it so it cannot start another child while its children are collected.
+            signal(pid, libc::SIGSTOP);
+            for descendant in children_of(pid) {
+                signal(-descendant, libc::SIGKILL);
+                signal(descendant, libc::SIGKILL);
+            }
+            signal(-pid, libc::SIGKILL);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn signal(pid: i32, signal: i32) {
+    if pid == 0 || pid == 1 || pid == -1 {
+        return;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions; the PIDs are this test's own.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+/// PIDs whose parent is `parent` (from `/proc/<pid>/stat`).
+pub fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            proc_stat_fields(*pid).is_some_and(|fields| {
+                fields.get(1).and_then(|ppid| ppid.parse::<i32>().ok()) == Some(parent)
+            })
+        })
+        .collect()
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name: state, ppid, … (index 0 = state).
+fn proc_stat_fields(pid: i32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = text.rsplit_once(')')?.1;
+    Some(after_name.split_whitespace().map(str::to_string).collect())
+}
+
+/// CPU time used so far by a process (user + system), from `/proc/<pid>/stat`.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let fields = proc_stat_fields(pid as i32)?;
+    // After the name: state(0) ppid(1) … utime(11) stime(12), in clock ticks.
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = if ticks > 0 { ticks as u64 } else { 100 };
+    Some(Duration::from_micros((user + system) * 1_000_000 / ticks))
+}
+
+/// Resident and proportional set size of a process in KiB (`VmRSS` and `Pss`; PSS shares
+/// the binary's pages fairly among the processes mapping them, so it sums honestly).
+pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|value| value.parse::<u64>().ok())
+    };
+    Some((field("Rss:")?, field("Pss:")?))
+}
+
+/// A GET on a fresh loopback connection: the status and the body, `None` when nothing
+/// answers within five seconds.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Poll `check` every `pause` until it returns `Some` or `limit` runs out.
+pub fn wait_for<T>(limit: Duration, pause: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(pause);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_strings_escape_quotes_and_backslashes() {
+        assert_eq!(toml_string(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(toml_string("/tmp/x y"), "\"/tmp/x y\"");
+    }
+
+    #[test]
+    fn this_process_has_cpu_time_and_memory_readings() {
+        let pid = std::process::id();
+        assert!(cpu_time(pid).is_some());
+        let (rss, pss) = memory_kib(pid).expect("smaps_rollup");
+        assert!(rss > 0 && pss > 0 && pss <= rss);
+    }
+
+    #[test]
+    fn a_group_guard_stops_grandchildren_in_their_own_groups() {
+        // sh starts a sleep in a new process group (like `ferry run` does with its service).
+        let mut command = Command::new("sh");
+        command.args(["-c", "setsid sleep 60 & echo $!; wait"]).stdout(Stdio::piped());
+        let mut guard = GroupGuard::spawn(&mut command);
+        let wait = wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
+            let children = children_of(guard.id() as i32);
+            (!children.is_empty()).then_some(children)
+        });
+        let children = wait.expect("sh started its child");
+        guard.kill();
+        let gone = wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
+            children
+                .iter()
+                .all(|pid| {
+                    // Reaped by init, or a zombie waiting to be.
+                    proc_stat_fields(*pid).is_none_or(|fields| fields[0] == "Z")
+                })
+                .then_some(())
+        });
+        assert!(gone.is_some(), "the grandchild survived its guard");
+    }
+}
