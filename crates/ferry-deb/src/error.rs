@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// Reading or writing the underlying stream failed.
-    #[error("{action}: {source}")]
+    #[error("{action}")]
     Io {
         /// What was being done ("reading the ar archive", "writing data.tar").
         action: String,
@@ -17,7 +17,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A file named in the package description could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     File {
         /// The file on disk.
         path: PathBuf,
@@ -41,7 +41,7 @@ pub enum Error {
         member: String,
     },
     /// A tar member (control.tar or data.tar) could not be read.
-    #[error("malformed {member}: {source}")]
+    #[error("malformed {member}")]
     Tar {
         /// The ar member's name.
         member: String,

@@ -372,6 +372,8 @@ fn plan(
         }
     }
 
+    warn_about_description(&package.name, &package.description);
+
     // Control, in the order dpkg-gencontrol writes it.
     let mut control = Control::new();
     control.set("Package", package.name.clone());
@@ -424,6 +426,23 @@ fn plan(
             .unwrap_or(1),
         mtime,
     })
+}
+
+/// lintian reports these as errors; they are the author's text, so ferry warns instead of
+/// rewriting it.
+fn warn_about_description(package: &str, description: &str) {
+    let mut lines = description.trim().lines();
+    let synopsis = lines.next().unwrap_or_default().trim().to_lowercase();
+    if synopsis.split_whitespace().next() == Some(package) {
+        tracing::warn!(
+            "the description starts with the package name {package:?}; lintian reports description-starts-with-package-name (say what it does: \"HTTP greeting service\")"
+        );
+    }
+    if lines.all(|line| line.trim().is_empty()) {
+        tracing::warn!(
+            "the description has no extended part; lintian reports extended-description-is-empty (add lines after the first)"
+        );
+    }
 }
 
 /// Add a file, or a whole directory tree, from `source` at `dest`.
