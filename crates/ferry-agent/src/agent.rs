@@ -228,11 +228,17 @@ impl Agent {
         Metrics::increment(&self.metrics.polls);
         let path = ChannelPointer::path(&self.settings.app, &self.settings.channel);
         let known = self.seen_etag.clone().or_else(|| self.state.etag.clone());
-        let fetched = self
+        let fetched = match self
             .store
             .get_if_changed(&path, known.as_deref(), MAX_DOCUMENT_BYTES as u64)
             .await
-            .map_err(|error| store_error(error, "channel pointer"))?;
+        {
+            Ok(fetched) => fetched,
+            Err(error) => match store_error(error, "channel pointer") {
+                Error::Refused { reason, .. } => return self.refuse_pointer(None, reason).await,
+                other => return Err(other),
+            },
+        };
         let object = match fetched {
             Fetched::NotModified => {
                 Metrics::increment(&self.metrics.not_modified);
@@ -393,17 +399,8 @@ impl Agent {
         match download(&self.store, &self.settings.cache_dir, &target).await {
             Ok(_) => {}
             Err(error @ Error::Refused { .. }) => {
-                Metrics::increment(&self.metrics.refused);
-                let reason = error.to_string();
-                tracing::error!(app = %self.settings.app, channel = %self.settings.channel, version = %target.version, serial = target.serial, step = "download", "REFUSED: {reason}; nothing installed, the service is left as it is");
-                self.mark_bad(&target, &reason);
-                self.state.step = Step::Idle;
-                self.state.last_error = Some(reason.clone());
-                self.state.outcome = Some("refused".into());
                 self.seen_etag = etag;
-                self.save()?;
-                self.report().await;
-                return Ok(Outcome::Refused { reason });
+                return self.refuse_release(target, error).await;
             }
             Err(error) => return Err(error),
         }
@@ -436,12 +433,30 @@ impl Agent {
         let started = Instant::now();
         let package = match self.cached_artifact(&target).await {
             Ok(package) => package,
-            Err(error) => return self.roll_back(target, error.to_string(), false).await,
+            Err(error) if error.is_store() => return Err(error),
+            Err(error) => return self.refuse_release(target, error).await,
         };
+        // Prepare (unpack into its own directory, check the package): nothing running is
+        // touched yet, so a failure here is a refusal, not a rollback.
+        let method = self.settings.install.clone();
+        let (version, prepared_package) = (target.version.clone(), package.clone());
+        let prepared = tokio::task::spawn_blocking(move || {
+            install::prepare(&method, &prepared_package, &version)
+        })
+        .await
+        .unwrap_or_else(|join| {
+            Err(Error::Install {
+                version: target.version.clone(),
+                message: join.to_string(),
+            })
+        });
+        if let Err(error) = prepared {
+            return self.refuse_release(target, error).await;
+        }
         let method = self.settings.install.clone();
         let version = target.version.clone();
         let result = tokio::task::spawn_blocking(move || {
-            install::install(&method, &package, &version, recovering)
+            install::activate(&method, &package, &version, recovering)
         })
         .await
         .unwrap_or_else(|join| {
@@ -456,6 +471,23 @@ impl Agent {
         self.log_step(&target, "install", started, "installed");
         fault::point("installed");
         self.restart_check(target).await
+    }
+
+    /// A release that cannot be installed at all: marked bad, nothing on the host touched.
+    async fn refuse_release(&mut self, target: Release, error: Error) -> Result<Outcome, Error> {
+        Metrics::increment(&self.metrics.refused);
+        let reason = error.to_string();
+        tracing::error!(
+            app = %self.settings.app, channel = %self.settings.channel, version = %target.version, serial = target.serial,
+            step = self.state.step.name(), "REFUSED: {reason}; nothing installed, the service is left as it is"
+        );
+        self.mark_bad(&target, &reason);
+        self.state.step = Step::Idle;
+        self.state.last_error = Some(reason.clone());
+        self.state.outcome = Some("refused".into());
+        self.save()?;
+        self.report().await;
+        Ok(Outcome::Refused { reason })
     }
 
     async fn restart_check(&mut self, target: Release) -> Result<Outcome, Error> {

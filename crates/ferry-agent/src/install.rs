@@ -12,7 +12,7 @@ use crate::Error;
 use crate::config::Install;
 use crate::fsutil::sync_dir;
 
-/// Install the package at `package` as `version` with the configured method.
+/// Install the package at `package` as `version`: [`prepare`], then [`activate`].
 /// `recovering` is true when a previous install may have been interrupted.
 pub fn install(
     method: &Install,
@@ -20,9 +20,46 @@ pub fn install(
     version: &str,
     recovering: bool,
 ) -> Result<(), Error> {
+    prepare(method, package, version)?;
+    activate(method, package, version, recovering)
+}
+
+/// Everything that can be done without touching what runs: `unpack` extracts the release
+/// into its own directory (refusing unsafe entries); `dpkg` checks the package is readable.
+/// An error here means nothing on the host changed.
+pub fn prepare(method: &Install, package: &Path, version: &str) -> Result<(), Error> {
+    match method {
+        Install::Unpack { root, .. } => unpack_release(package, root, version).map(drop),
+        Install::Dpkg { .. } => {
+            let deb = ferry_deb::DebReader::open(package).map_err(|error| Error::Install {
+                version: version.to_string(),
+                message: format!("{} is not a readable .deb: {error}", package.display()),
+            })?;
+            if deb.control().package().is_none_or(str::is_empty) {
+                return Err(Error::Install {
+                    version: version.to_string(),
+                    message: "the package has no Package field".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Make the prepared release the installed one: `unpack` switches `current` atomically
+/// (and prunes old releases); `dpkg` runs `dpkg -i`.
+pub fn activate(
+    method: &Install,
+    package: &Path,
+    version: &str,
+    recovering: bool,
+) -> Result<(), Error> {
     match method {
         Install::Unpack { root, keep } => {
-            let release_dir = unpack_release(package, root, version)?;
+            let release_dir = release_dir(root, version);
+            if !release_dir.is_dir() {
+                unpack_release(package, root, version)?;
+            }
             switch_current(root, &release_dir)?;
             prune_releases(root, *keep)
         }

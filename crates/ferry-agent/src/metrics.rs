@@ -102,10 +102,19 @@ pub async fn serve(
         };
         let body = metrics.render(&app, &channel);
         tokio::spawn(async move {
-            let mut request = [0u8; 2048];
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_secs(2), socket.read(&mut request))
-                    .await;
+            // Read the request head (bounded) before answering: closing a socket with unread
+            // bytes makes the kernel reset the connection and the client lose the answer.
+            let mut request = Vec::with_capacity(512);
+            let mut buffer = [0u8; 1024];
+            let read_head = async {
+                while request.len() < 16 * 1024 && !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(count) => request.extend_from_slice(&buffer[..count]),
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), read_head).await;
             let response = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()

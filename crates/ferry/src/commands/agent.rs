@@ -15,7 +15,6 @@ use ferry_agent::{AgentFile, Outcome, Overrides, RunOptions, Settings};
 use crate::env;
 
 #[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
     #[command(subcommand)]
     command: Option<AgentCommand>,
@@ -37,8 +36,6 @@ enum AgentCommand {
 
 #[derive(Debug, clap::Args)]
 struct StatusArgs {
-    #[command(flatten)]
-    common: CommonArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -47,13 +44,13 @@ struct StatusArgs {
 #[derive(Debug, clap::Args)]
 struct CommonArgs {
     /// The agent's config file.
-    #[arg(long, short, value_name = "FILE", env = env::FERRY_AGENT_CONFIG, default_value = "/etc/ferry/agent.toml")]
+    #[arg(long, short, global = true, value_name = "FILE", env = env::FERRY_AGENT_CONFIG, default_value = "/etc/ferry/agent.toml")]
     config: PathBuf,
     /// The store URL (overrides `store` in the file).
-    #[arg(long, value_name = "URL", env = env::FERRY_STORE)]
+    #[arg(long, global = true, value_name = "URL", env = env::FERRY_STORE)]
     store: Option<String>,
     /// A custom S3 endpoint (overrides `s3-endpoint` in the file).
-    #[arg(long, value_name = "URL", env = env::FERRY_S3_ENDPOINT)]
+    #[arg(long, global = true, value_name = "URL", env = env::FERRY_S3_ENDPOINT)]
     s3_endpoint: Option<String>,
 }
 
@@ -90,13 +87,13 @@ fn settings(common: &CommonArgs) -> anyhow::Result<Settings> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
-        Some(AgentCommand::Status(status)) => run_status(status),
+        Some(AgentCommand::Status(status)) => run_status(&args.common, status),
         None => run_agent(args.common, args.once, args.metrics),
     }
 }
 
-fn run_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let settings = settings(&args.common)?;
+fn run_status(common: &CommonArgs, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let settings = settings(common)?;
     let report = ferry_agent::agent::local_status(&settings)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
