@@ -247,8 +247,8 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Start a new process and wait until it is ready; on failure it is terminated (in the
-    /// background) and the error says why.
+    /// Start a new process and wait until it is ready; on failure it is terminated (its process
+    /// group: SIGTERM, SIGKILL after the drain deadline) and the error says why.
     async fn start(&mut self, stopping: &watch::Receiver<bool>) -> Result<Running, Error> {
         let generation = self.generation + 1;
         let notify = NotifySocket::bind(generation)?;
@@ -276,11 +276,11 @@ impl Supervisor {
                 })
             }
             Err(error) => {
-                let drain_timeout = self.config.drain_timeout;
-                self.draining.spawn(async move {
-                    let _notify = notify;
-                    terminate(&child, libc::SIGTERM, true, drain_timeout).await;
-                });
+                // Wait until it is gone before reporting: once the failure is reported, only
+                // the old process answers (a never-ready app may have accepted connections;
+                // SIGTERM first lets it finish them).
+                terminate(&child, libc::SIGTERM, true, self.config.drain_timeout).await;
+                drop(notify);
                 Err(error)
             }
         }
