@@ -2,6 +2,7 @@
 //! that are killed when the test ends, and free loopback ports.
 
 pub mod fleet;
+pub mod http;
 pub mod s3;
 
 use std::net::TcpListener;
