@@ -42,48 +42,13 @@ pub fn restart(method: &Restart) -> Result<Option<u32>, Error> {
     }
 }
 
-/// Ask `ferry run` for a zero-downtime swap; answered when the swap is done. The protocol:
-/// one JSON line each way over the control socket.
+/// Ask `ferry run` for a zero-downtime swap; answered when the swap is done (or failed,
+/// in which case the old process is still serving).
 fn supervisor_reload(control: &Path, timeout: Duration) -> Result<u32, Error> {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let failed = |message: String| Error::Restart {
+    ferry_supervisor::control::reload(control, timeout).map_err(|error| Error::Restart {
         method: "supervisor",
-        message: format!("{}: {message}", control.display()),
-    };
-    let mut stream = std::os::unix::net::UnixStream::connect(control).map_err(|e| {
-        failed(format!(
-            "cannot connect to the control socket ({e}); is `ferry run --control` running?"
-        ))
-    })?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| failed(e.to_string()))?;
-    stream
-        .set_write_timeout(Some(timeout))
-        .map_err(|e| failed(e.to_string()))?;
-    stream
-        .write_all(b"{\"command\":\"reload\"}\n")
-        .map_err(|e| failed(format!("cannot send reload: {e}")))?;
-    let mut line = String::new();
-    BufReader::new(&stream)
-        .take(64 * 1024)
-        .read_line(&mut line)
-        .map_err(|e| failed(format!("no answer to reload within {timeout:?}: {e}")))?;
-    let answer: serde_json::Value = serde_json::from_str(line.trim())
-        .map_err(|e| failed(format!("unreadable answer {:?}: {e}", line.trim())))?;
-    if answer.get("ok").and_then(serde_json::Value::as_bool) == Some(true) {
-        let pid = answer
-            .get("pid")
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(0);
-        Ok(pid as u32)
-    } else {
-        let error = answer
-            .get("error")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or("no reason given");
-        Err(failed(format!("reload failed: {error}")))
-    }
+        message: format!("{}: {error}", control.display()),
+    })
 }
 
 /// The PID a signal goes to.

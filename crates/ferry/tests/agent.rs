@@ -330,51 +330,62 @@ host-id = "test-host"
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.join("supervisor.log")).unwrap());
         self.supervisor = Some(ChildGuard::spawn(&mut command));
+        // Nothing is installed yet: the supervisor holds the port and waits for a reload.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline && http_get(self.port, "/health").is_none() {
-            std::thread::sleep(Duration::from_millis(50));
+        while Instant::now() < deadline && !self.dir.join("control.sock").exists() {
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// Publish with ferry-store's publish protocol (the code `ferry publish` runs).
-    fn publish(&self, deb: &Path, version: &str) -> u64 {
-        let store = self.store();
-        self.runtime.block_on(async {
-            let inputs = [ferry_store::ArtifactInput {
-                file: deb.to_path_buf(),
-                package: "hello-service".into(),
-                version: version.into(),
-                architecture: host_architecture(),
-            }];
-            let options = publish_options();
-            let plan = ferry_store::plan_publish(&store, &self.key, &inputs, &options)
-                .await
-                .unwrap();
-            let outcome = plan
-                .execute(&store, &self.key, &ferry_store::NoProgress)
-                .await
-                .unwrap();
-            outcome.advanced.expect("the channel advanced").serial
-        })
+    /// `ferry publish` of a .deb to the channel.
+    fn publish(&self, deb: &Path, _version: &str) {
+        let mut command = ferry();
+        command
+            .args([
+                "publish",
+                "--app",
+                APP,
+                "--channel",
+                CHANNEL,
+                "--store",
+                &self.store_url,
+                "--key",
+            ])
+            .arg(self.dir.join("release.key"))
+            .arg(deb);
+        if let Some(server) = &self.s3 {
+            server.apply(&mut command);
+        }
+        assert_ok(
+            &run_bounded(&mut command, Duration::from_secs(60)),
+            "ferry publish",
+        );
     }
 
-    /// Point the channel back at an earlier release (the code `ferry rollback` runs).
-    fn rollback_to(&self, version: &str) -> u64 {
-        let store = self.store();
-        self.runtime.block_on(async {
-            let path = ferry_release::Release::path(APP, version);
-            let object = store
-                .get(&path, 1 << 20)
-                .await
-                .unwrap()
-                .expect("release document");
-            let envelope = ferry_release::Envelope::from_bytes(&object.bytes, &path).unwrap();
-            let release: ferry_release::Release = serde_json::from_str(&envelope.payload).unwrap();
-            ferry_store::repoint_channel(&store, &self.key, &publish_options(), release.reference())
-                .await
-                .unwrap()
-                .serial
-        })
+    /// `ferry rollback --to VERSION`: a new, higher serial naming an earlier release.
+    fn rollback_to(&self, version: &str) {
+        let mut command = ferry();
+        command
+            .args([
+                "rollback",
+                "--app",
+                APP,
+                "--channel",
+                CHANNEL,
+                "--store",
+                &self.store_url,
+                "--to",
+                version,
+                "--key",
+            ])
+            .arg(self.dir.join("release.key"));
+        if let Some(server) = &self.s3 {
+            server.apply(&mut command);
+        }
+        assert_ok(
+            &run_bounded(&mut command, Duration::from_secs(60)),
+            "ferry rollback",
+        );
     }
 
     /// Write an artifact and a signed pointer directly, bypassing every publish-side check,
@@ -545,10 +556,14 @@ fn upgrade_and_rollback(world: &mut World) {
     let v2 = build_deb(&world.dir, "2.0.0", None);
     world.publish(&v1, "1.0.0");
     if world.restart == Restart::Supervisor {
-        // The supervisor needs something to run: the first install uses the agent once with
-        // no service yet, then `ferry run` starts on `current`.
-        let output = world.agent_once(None);
-        let _ = output;
+        // `ferry run` needs its command to exist when it starts, so the first install is a
+        // bootstrap: the agent unpacks v1 with no restart, then `ferry run` starts `current`.
+        let config = std::fs::read_to_string(world.config_path()).unwrap();
+        let restart_start = config.find("[restart]").unwrap();
+        let bootstrap = format!("{}[restart]\nmethod = \"none\"\n", &config[..restart_start]);
+        std::fs::write(world.config_path(), bootstrap).unwrap();
+        assert_ok(&world.agent_once(None), "agent bootstrapping v1");
+        std::fs::write(world.config_path(), config).unwrap();
         world.start_supervisor();
     } else {
         assert_ok(&world.agent_once(None), "agent installing v1");
@@ -557,8 +572,7 @@ fn upgrade_and_rollback(world: &mut World) {
     world.publish(&v2, "2.0.0");
     assert_ok(&world.agent_once(None), "agent installing v2");
     assert_eq!(wait_for_version(world.port, "2.0.0"), "2.0.0");
-    let serial = world.rollback_to("1.0.0");
-    assert_eq!(serial, 3);
+    world.rollback_to("1.0.0");
     assert_ok(&world.agent_once(None), "agent following the rollback");
     assert_eq!(wait_for_version(world.port, "1.0.0"), "1.0.0");
     let status = world.status_json();
@@ -573,14 +587,20 @@ fn upgrade_and_rollback(world: &mut World) {
 }
 
 #[test]
-fn file_store_unpack_publish_upgrade_and_rollback() {
-    let mut world = World::new("agent-file", false, Restart::Script);
+fn file_store_unpack_under_ferry_run_publish_upgrade_and_rollback() {
+    let mut world = World::new("agent-file", false, Restart::Supervisor);
     upgrade_and_rollback(&mut world);
 }
 
 #[test]
-fn s3_store_unpack_publish_upgrade_and_rollback() {
-    let mut world = World::new("agent-s3", true, Restart::Script);
+fn s3_store_unpack_under_ferry_run_publish_upgrade_and_rollback() {
+    let mut world = World::new("agent-s3", true, Restart::Supervisor);
+    upgrade_and_rollback(&mut world);
+}
+
+#[test]
+fn file_store_unpack_with_exec_restart_publish_upgrade_and_rollback() {
+    let mut world = World::new("agent-file-exec", false, Restart::Script);
     upgrade_and_rollback(&mut world);
 }
 
