@@ -487,17 +487,6 @@ unsafe fn libc_kill(pid: i32) {
     }
 }
 
-fn publish_options() -> ferry_store::PublishOptions {
-    ferry_store::PublishOptions {
-        app: APP.into(),
-        channel: CHANNEL.into(),
-        notes: String::new(),
-        rollout: Rollout::default(),
-        expires_at: None,
-        single_publisher: false,
-    }
-}
-
 /// One JSON line to the supervisor's control socket, one back.
 fn control_request(socket: &Path, request: &str) -> Option<serde_json::Value> {
     use std::io::BufRead;
