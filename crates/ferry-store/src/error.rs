@@ -14,6 +14,14 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// No way to authenticate to S3 was found.
+    #[error(
+        "no S3 credentials for {url}: AWS_EC2_METADATA_DISABLED is set and AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are not"
+    )]
+    NoCredentials {
+        /// The store URL.
+        url: String,
+    },
     /// The store could not be set up (bad endpoint, bad options).
     #[error("cannot open store {url}")]
     Open {
@@ -24,7 +32,7 @@ pub enum Error {
         source: Box<object_store::Error>,
     },
     /// A request to the store failed.
-    #[error("{operation} {location} failed{hint}")]
+    #[error("{operation} {location} failed{hint} ({cause})")]
     Request {
         /// What was attempted (`read`, `write`, `list`, …).
         operation: &'static str,
@@ -32,9 +40,12 @@ pub enum Error {
         location: String,
         /// A hint on what to check, starting with ": " (or empty).
         hint: String,
-        /// The cause.
-        #[source]
-        source: Box<object_store::Error>,
+        /// The innermost cause, as text. object_store's own chain repeats every layer's
+        /// message, so the whole error is kept in `error` (not chained as a source) and only
+        /// its root cause is shown.
+        cause: String,
+        /// The full error from the store client.
+        error: Box<object_store::Error>,
     },
     /// A local file could not be read or written.
     #[error("cannot {operation} {path}")]
@@ -124,6 +135,27 @@ fn full_text(error: &object_store::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// The innermost cause of an error, one line, trimmed to a readable length.
+pub(crate) fn root_cause(error: &object_store::Error) -> String {
+    let mut deepest: &dyn std::error::Error = error;
+    while let Some(cause) = deepest.source() {
+        deepest = cause;
+    }
+    let text = deepest.to_string();
+    let line = text.lines().next().unwrap_or_default().trim();
+    let mut short: String = line.chars().take(300).collect();
+    if short.len() < line.len() {
+        short.push('…');
+    }
+    // Error bodies of S3 are XML on one line: the code is what matters.
+    if let (Some(start), Some(end)) = (text.find("<Code>"), text.find("</Code>")) {
+        if start < end {
+            return format!("S3 error code {}", &text[start + 6..end]);
+        }
+    }
+    short
 }
 
 /// True when a "not found" is about the bucket, not the object.

@@ -23,3 +23,9 @@ pub use store::{
     StoreOptions, SwapOutcome,
 };
 pub use verify::{ChannelReport, verify_channel};
+
+/// Where an agent writes its status report: `apps/<app>/hosts/<host-id>.json` (write it with
+/// [`Store::put_overwrite`]).
+pub fn host_report_path(app: &str, host_id: &str) -> String {
+    format!("apps/{app}/hosts/{host_id}.json")
+}

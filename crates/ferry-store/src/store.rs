@@ -22,7 +22,7 @@ use object_store::{
 };
 use tokio::io::AsyncReadExt;
 
-use crate::error::{Error, hint_for, is_missing_bucket};
+use crate::error::{Error, hint_for, is_missing_bucket, root_cause};
 use crate::progress::Progress;
 
 /// Objects at least this big are uploaded in parts.
@@ -207,6 +207,18 @@ impl Store {
                     .ok()
                     .filter(|value| !value.is_empty())
             });
+        let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
+        let metadata_disabled = std::env::var("AWS_EC2_METADATA_DISABLED")
+            .is_ok_and(|value| value.eq_ignore_ascii_case("true"));
+        let has_other_credentials = set("AWS_ACCESS_KEY_ID")
+            || set("AWS_WEB_IDENTITY_TOKEN_FILE")
+            || set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+            || set("AWS_CONTAINER_CREDENTIALS_FULL_URI");
+        if metadata_disabled && !has_other_credentials {
+            // object_store would ask the instance metadata service anyway; honour the standard
+            // AWS switch instead and say what is missing.
+            return Err(Error::NoCredentials { url: url_clean });
+        }
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
         let allow_http = match &endpoint {
             Some(endpoint) if endpoint.starts_with("http://") => true,
@@ -280,7 +292,8 @@ impl Store {
             operation,
             location: self.location(path),
             hint: hint_for(&source),
-            source: Box::new(source),
+            cause: root_cause(&source),
+            error: Box::new(source),
         }
     }
 
