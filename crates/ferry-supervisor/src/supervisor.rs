@@ -160,7 +160,7 @@ impl Supervisor {
                 };
                 tokio::select! {
                     biased;
-                    _ = stop.wait_for(|stop| *stop) => Event::Stop,
+                    () = stopped(&mut stop) => Event::Stop,
                     description = current_exit => Event::CurrentExited(description),
                     request = self.requests.recv() => match request {
                         Some(Request::Reload(reply)) => Event::Reload(reply),
@@ -328,9 +328,7 @@ impl Supervisor {
         };
         tokio::select! {
             biased;
-            _ = stop.wait_for(|stop| *stop) => {
-                Err(Error::ShuttingDown)
-            }
+            () = stopped(&mut stop) => Err(Error::ShuttingDown),
             status = child.exited() => Err(Error::ExitedBeforeReady { status }),
             () = ready => {
                 // A process that exited right after saying READY=1 is not ready.
@@ -381,6 +379,12 @@ impl Supervisor {
             ),
         }
     }
+}
+
+/// Resolves once the stop flag is set (or its sender is gone). The watch guard is dropped
+/// inside, so the futures that await this stay `Send`.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await.map(|_| ());
 }
 
 /// Send `signal` (to the group when `whole_group`), wait up to `deadline`, then SIGKILL the
