@@ -698,6 +698,72 @@ fn bad_input_is_a_clear_error(backend: Backend) {
     );
 }
 
+fn expiry_and_channel_edges(backend: Backend) {
+    let fixture = Fixture::new(backend);
+    let key = fixture.key.to_str().unwrap().to_owned();
+    let output = fixture.run(&["releases", "--store", &fixture.store, "--app", "hello"]);
+    assert!(
+        !output.status.success() || String::from_utf8_lossy(&output.stdout).contains("no history"),
+        "{}",
+        text(&output)
+    );
+    let output = fixture.run(&[
+        "rollback",
+        "--store",
+        &fixture.store,
+        "--app",
+        "hello",
+        "--key",
+        &key,
+    ]);
+    assert!(!output.status.success(), "{}", text(&output));
+
+    let deb = fixture.deb("1.0-1", "amd64", "x");
+    assert_success(&fixture.publish(&[&deb], &["--expires-in", "1s"]));
+    let raw = fixture.raw();
+    assert!(pointer_payload(&raw, "stable")["expires_at"].is_string());
+    let output = fixture.run(&[
+        "rollback",
+        "--store",
+        &fixture.store,
+        "--app",
+        "hello",
+        "--key",
+        &key,
+    ]);
+    assert!(
+        !output.status.success() && text(&output).contains("no earlier version"),
+        "{}",
+        text(&output)
+    );
+    // Wait (bounded) until the pointer has expired; then it is refused.
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_rejected(&fixture.verify("stable", &fixture.public), "expired");
+    // Publishing the same release again refreshes the pointer (a new serial without expiry).
+    let value = json(&fixture.publish(&[&deb], &["--json"]));
+    assert_eq!(value["serial"], 2);
+    assert_success(&fixture.verify("stable", &fixture.public));
+
+    let output = fixture.run(&[
+        "promote",
+        "--store",
+        &fixture.store,
+        "--app",
+        "hello",
+        "--from",
+        "nothing",
+        "--to",
+        "stable",
+        "--key",
+        &key,
+    ]);
+    assert!(
+        !output.status.success() && text(&output).contains("never been published"),
+        "{}",
+        text(&output)
+    );
+}
+
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {
         mod file {
@@ -717,6 +783,7 @@ on_both_backends!(
     concurrent_publishes_get_distinct_serials,
     leftover_history_from_a_crashed_publish_is_skipped,
     bad_input_is_a_clear_error,
+    expiry_and_channel_edges,
 );
 
 // ---------------------------------------------------------------------------------------
