@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Benchmark: the CPU and memory an idle `ferry agent` costs per poll, against the shell loop
+# ferry replaces (`aws s3api head-object` of the object + `md5sum` of a 10 MB cached .deb,
+# every poll). Both poll the same local S3-compatible server (moto on 127.0.0.1).
+#
+# The agent first installs a release (not counted), then makes POLLS idle polls (a conditional
+# GET of the channel pointer; interval 10ms, no jitter); its CPU is read from /proc before and
+# after. The shell loop starts a whole Python process per poll, so it is measured over fewer
+# polls (BASELINE_POLLS, default 20) and compared per poll.
+# Prints CPU per poll for both, the ratio (goal: >= 1000x less for the agent) and the agent's
+# resident memory (goal: <= 15 MB).
+#
+# Needs: cargo, dpkg-deb, moto_server and aws (scripts/test installs them).
+# Usage: bench/agent-idle.sh   (POLLS=1000 BASELINE_POLLS=20 in the environment to change)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+polls="${POLLS:-1000}"
+baseline_polls="${BASELINE_POLLS:-20}"
+
+cargo build --release -q -p ferry
+ferry="$(pwd)/target/release/ferry"
+
+work="$(mktemp -d)"
+moto_pid=""
+agent_pid=""
+cleanup() {
+  for pid in "$agent_pid" "$moto_pid"; do
+    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port="$(free_port)"
+moto_server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
+moto_pid=$!
+for _ in $(seq 1 200); do
+  curl -fs "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
+  sleep 0.05
+done
+
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+export AWS_EC2_METADATA_DISABLED=true
+endpoint="http://127.0.0.1:$port"
+aws --endpoint-url "$endpoint" s3api create-bucket --bucket ferry-bench >/dev/null
+
+# A 10 MB package (incompressible payload, stored uncompressed), published once.
+mkdir -p "$work/pkg/DEBIAN" "$work/pkg/usr/share/bench"
+printf 'Package: bench\nVersion: 1.0\nArchitecture: all\nMaintainer: Bench <bench@example.invalid>\nDescription: benchmark payload\n' \
+  >"$work/pkg/DEBIAN/control"
+head -c $((10 * 1024 * 1024)) /dev/urandom >"$work/pkg/usr/share/bench/payload"
+dpkg-deb --root-owner-group -Znone --build "$work/pkg" "$work/bench.deb" >/dev/null
+"$ferry" keygen "$work/bench" >/dev/null
+"$ferry" -q publish --store "s3://ferry-bench/fleet" --s3-endpoint "$endpoint" \
+  --app bench --channel stable --key "$work/bench.key" "$work/bench.deb" >/dev/null
+
+# --- the agent ---------------------------------------------------------------------------
+metrics_port="$(free_port)"
+cat >"$work/agent.toml" <<TOML
+store = "s3://ferry-bench/fleet"
+s3-endpoint = "$endpoint"
+app = "bench"
+channel = "stable"
+trust = ["$work/bench.pub"]
+interval = "10ms"
+jitter = "0s"
+state-dir = "$work/state"
+host-id = "bench-host"
+report = false
+[install]
+method = "unpack"
+root = "$work/srv"
+[restart]
+method = "none"
+TOML
+"$ferry" -q agent --config "$work/agent.toml" --metrics "127.0.0.1:$metrics_port" 2>"$work/agent.log" &
+agent_pid=$!
+
+metric() { curl -fs "http://127.0.0.1:$metrics_port/metrics" 2>/dev/null | awk -v name="$1" 'index($0, name "{") == 1 { print $2 }'; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$agent_pid/stat"; }
+wait_for_polls() {
+  local target="$1" deadline=$((SECONDS + 600))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    local seen; seen="$(metric ferry_agent_polls_total)"
+    if [ -n "$seen" ] && [ "$seen" -ge "$target" ]; then return 0; fi
+    sleep 0.2
+  done
+  echo "the agent did not reach $target polls (see $work/agent.log)" >&2
+  cat "$work/agent.log" >&2
+  exit 1
+}
+
+wait_for_polls 5
+if [ "$(metric ferry_agent_installs_total)" != 1 ]; then
+  echo "the agent did not install the release" >&2; cat "$work/agent.log" >&2; exit 1
+fi
+polls_start="$(metric ferry_agent_polls_total)"
+not_modified_start="$(metric ferry_agent_not_modified_total)"
+cpu_start="$(cpu_ticks)"
+wait_for_polls $((polls_start + polls))
+cpu_end="$(cpu_ticks)"
+polls_end="$(metric ferry_agent_polls_total)"
+not_modified_end="$(metric ferry_agent_not_modified_total)"
+rss_kb="$(awk '/^VmRSS:/ { print $2 }' "/proc/$agent_pid/status")"
+peak_kb="$(awk '/^VmHWM:/ { print $2 }' "/proc/$agent_pid/status")"
+kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true; agent_pid=""
+ticks_per_second="$(getconf CLK_TCK)"
+
+# --- the shell loop it replaces ----------------------------------------------------------
+cp "$work/bench.deb" "$work/cached.deb"
+baseline="$(python3 - "$baseline_polls" "$endpoint" "$work/cached.deb" <<'PY'
+import resource, subprocess, sys
+count, endpoint, cached = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+loop = (
+    f'for i in $(seq 1 {count}); do '
+    f'aws --endpoint-url {endpoint} s3api head-object --bucket ferry-bench '
+    f'--key fleet/apps/bench/channels/stable.json >/dev/null; '
+    f'md5sum {cached} >/dev/null; done'
+)
+subprocess.run(["bash", "-c", loop], check=True)
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
+PY
+)"
+read -r baseline_cpu baseline_rss_kb <<<"$baseline"
+
+python3 - "$polls_start" "$polls_end" "$not_modified_start" "$not_modified_end" "$cpu_start" "$cpu_end" \
+  "$ticks_per_second" "$rss_kb" "$peak_kb" "$baseline_polls" "$baseline_cpu" "$baseline_rss_kb" <<'PY'
+import sys
+(polls_start, polls_end, nm_start, nm_end, cpu_start, cpu_end, hz, rss, peak,
+ base_polls, base_cpu, base_rss) = sys.argv[1:]
+polls = int(polls_end) - int(polls_start)
+not_modified = int(nm_end) - int(nm_start)
+agent_cpu = (int(cpu_end) - int(cpu_start)) / int(hz)
+# /proc counts CPU in clock ticks (10 ms); over 1000 polls that resolution is enough.
+agent_per_poll = max(agent_cpu, 1 / int(hz)) / polls
+base_per_poll = float(base_cpu) / int(base_polls)
+print(f"agent:      {polls} idle polls ({not_modified} answered not-modified), CPU {agent_cpu:.3f} s "
+      f"= {agent_per_poll * 1e6:.1f} us/poll" + ("  (below one clock tick: an upper bound)" if agent_cpu == 0 else ""))
+print(f"shell loop: {base_polls} polls (aws s3api head-object + md5sum of a 10 MB .deb), CPU {float(base_cpu):.3f} s "
+      f"= {base_per_poll * 1e6:.0f} us/poll")
+print(f"CPU per poll, shell loop / agent: {base_per_poll / agent_per_poll:.0f}x less for the agent (goal >= 1000x)")
+print(f"agent RSS while idle: {int(rss) / 1024:.1f} MB (peak during the install {int(peak) / 1024:.1f} MB; goal <= 15 MB)")
+print(f"shell loop peak RSS (largest process, the AWS CLI): {int(base_rss) / 1024:.1f} MB")
+PY
