@@ -171,7 +171,7 @@ pub(crate) fn hint_for(error: &object_store::Error) -> String {
     } else if text.contains("InvalidAccessKeyId")
         || text.contains("SignatureDoesNotMatch")
         || text.contains("AccessDenied")
-        || text.contains("403")
+        || text.contains("403 Forbidden")
     {
         "access denied (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the instance profile, and the bucket policy)"
     } else if text.contains("onnection refused")

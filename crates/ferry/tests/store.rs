@@ -764,6 +764,42 @@ fn expiry_and_channel_edges(backend: Backend) {
     );
 }
 
+fn publish_killed_midway_leaves_nothing_the_next_one_trips_on(backend: Backend) {
+    let fixture = Fixture::new(backend);
+    // Big enough for a multipart upload, so the kill lands somewhere inside the publish.
+    let payload: String = (0..(24 << 20) / 64)
+        .map(|index| format!("{index:063}\n"))
+        .collect();
+    let big = fixture.deb("1.0-1", "amd64", &payload);
+    for delay_ms in [50, 200] {
+        let mut command = fixture.command(&[
+            "publish",
+            "--store",
+            &fixture.store,
+            "--app",
+            "hello",
+            "--key",
+            fixture.key.to_str().unwrap(),
+            big.to_str().unwrap(),
+        ]);
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = ferry_testutil::ChildGuard::spawn(&mut command);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // SIGKILL: no cleanup of any kind runs in the publisher.
+        child.signal(9);
+        let _ = child.child().wait();
+    }
+    let value = json(&fixture.publish(&[&big], &["--json"]));
+    assert!(
+        value["serial"].as_u64().is_some() || value["channel_unchanged"] == true,
+        "{value}"
+    );
+    assert_success(&fixture.verify("stable", &fixture.public));
+    let second = fixture.deb("2.0-1", "amd64", "small");
+    assert_success(&fixture.publish(&[&second], &[]));
+    assert_success(&fixture.verify("stable", &fixture.public));
+}
+
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {
         mod file {
@@ -784,6 +820,7 @@ on_both_backends!(
     leftover_history_from_a_crashed_publish_is_skipped,
     bad_input_is_a_clear_error,
     expiry_and_channel_edges,
+    publish_killed_midway_leaves_nothing_the_next_one_trips_on,
 );
 
 // ---------------------------------------------------------------------------------------
