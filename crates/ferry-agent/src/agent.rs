@@ -958,3 +958,117 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local_store(dir: &Path) -> Store {
+        std::fs::create_dir_all(dir).unwrap();
+        Store::open(
+            &format!("file://{}", dir.display()),
+            &ferry_store::StoreOptions::default(),
+        )
+        .unwrap()
+    }
+
+    fn release_of(bytes: &[u8]) -> Release {
+        let sha256 = hex::encode(sha2::Sha256::digest(bytes));
+        Release {
+            version: "1.0".into(),
+            serial: 1,
+            path: format!("artifacts/{sha256}.deb"),
+            sha256,
+            size: bytes.len() as u64,
+        }
+    }
+
+    #[tokio::test]
+    async fn download_resumes_a_partial_file_with_a_ranged_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local_store(&dir.path().join("store"));
+        let artifact: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let release = release_of(&artifact);
+        // The store's first half is garbage: only a download that resumes at the partial
+        // file's end (a ranged read) ends with the right bytes.
+        let mut stored = artifact.clone();
+        stored[..100_000].fill(0xAA);
+        store
+            .put_overwrite(&release.path, Bytes::from(stored))
+            .await
+            .unwrap();
+        let cache = dir.path().join("cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::write(
+            cache.join(format!("{}.deb.part", release.sha256)),
+            &artifact[..100_000],
+        )
+        .unwrap();
+
+        let path = download(&store, &cache, &release).await.unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), artifact);
+        assert!(!cache.join(format!("{}.deb.part", release.sha256)).exists());
+    }
+
+    #[tokio::test]
+    async fn download_refuses_wrong_size_and_wrong_hash_and_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local_store(&dir.path().join("store"));
+        let cache = dir.path().join("cache");
+        let artifact = vec![7u8; 50_000];
+        let release = release_of(&artifact);
+
+        store
+            .put_overwrite(&release.path, Bytes::from(artifact[..10_000].to_vec()))
+            .await
+            .unwrap();
+        let error = download(&store, &cache, &release).await.unwrap_err();
+        assert!(
+            error.to_string().contains("signed release says 50000"),
+            "{error}"
+        );
+
+        let mut tampered = artifact.clone();
+        tampered[25_000] = 8;
+        store
+            .put_overwrite(&release.path, Bytes::from(tampered))
+            .await
+            .unwrap();
+        let error = download(&store, &cache, &release).await.unwrap_err();
+        assert!(error.to_string().contains("sha256 mismatch"), "{error}");
+        assert_eq!(
+            std::fs::read_dir(&cache).unwrap().count(),
+            0,
+            "nothing left in the cache"
+        );
+
+        let error = download(
+            &store,
+            &cache,
+            &Release {
+                sha256: "../../etc".into(),
+                ..release.clone()
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(error.to_string().contains("64 hex digits"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_longer_object_than_signed_is_cut_off_not_read_to_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local_store(&dir.path().join("store"));
+        let cache = dir.path().join("cache");
+        let artifact = vec![1u8; 10_000];
+        let release = release_of(&artifact);
+        let mut longer = artifact.clone();
+        longer.extend(std::iter::repeat_n(2u8, 1_000_000));
+        store
+            .put_overwrite(&release.path, Bytes::from(longer))
+            .await
+            .unwrap();
+        let error = download(&store, &cache, &release).await.unwrap_err();
+        assert!(matches!(error, Error::Refused { .. }), "{error}");
+    }
+}

@@ -1191,3 +1191,49 @@ fn config_errors_name_the_key() {
     assert!(!output.status.success());
     assert!(stderr(&output).contains("intreval"), "{}", stderr(&output));
 }
+
+#[test]
+fn a_store_that_ignores_if_none_match_still_costs_no_update_and_still_updates() {
+    let world = World::new("agent-no-conditional-get", true, Restart::Script);
+    let proxy =
+        ferry_testutil::s3::ConditionStrippingProxy::start(world.s3.as_ref().unwrap().port());
+    world.write_config(&world.default_health());
+    let config = std::fs::read_to_string(world.config_path()).unwrap();
+    std::fs::write(
+        world.config_path(),
+        config.replacen(
+            "app = ",
+            &format!("s3-endpoint = \"{}\"\napp = ", proxy.endpoint()),
+            1,
+        ),
+    )
+    .unwrap();
+    let agent_once = || {
+        let mut command = world.agent();
+        command
+            .env_remove("FERRY_S3_ENDPOINT")
+            .env("RUST_LOG", "debug")
+            .arg("--once");
+        run_bounded(&mut command, Duration::from_secs(60))
+    };
+    world.publish(&build_deb(&world.dir, "1.0.0", None), "1.0.0");
+    assert_ok(&agent_once(), "agent installing v1 through the proxy");
+    assert_eq!(wait_for_version(world.port, "1.0.0"), "1.0.0");
+    let pid = world.service_pid();
+    let idle = agent_once();
+    assert_ok(&idle, "idle agent through the proxy");
+    assert!(
+        stderr(&idle).contains("pointer not modified"),
+        "{}",
+        stderr(&idle)
+    );
+    assert!(
+        !stderr(&idle).contains("pointer verified"),
+        "{}",
+        stderr(&idle)
+    );
+    assert_eq!(world.service_pid(), pid);
+    world.publish(&build_deb(&world.dir, "2.0.0", None), "2.0.0");
+    assert_ok(&agent_once(), "agent installing v2 through the proxy");
+    assert_eq!(wait_for_version(world.port, "2.0.0"), "2.0.0");
+}
