@@ -309,6 +309,31 @@ fn publish_verify_rollback_promote(backend: Backend) {
         "multi-arch: one release"
     );
     assert_success(&fixture.verify("stable", &fixture.public));
+    // Trusted keys from FERRY_TRUST (as agents take them) and none at all.
+    let mut command = fixture.command(&["verify", "--store", &fixture.store, "--app", "hello"]);
+    command.env(
+        "FERRY_TRUST",
+        format!(
+            "{}:{}",
+            fixture.dir.join("missing-is-an-error.pub").display(),
+            fixture.public.display()
+        ),
+    );
+    let output = run_bounded(command);
+    assert!(
+        !output.status.success() && text(&output).contains("missing-is-an-error.pub"),
+        "{}",
+        text(&output)
+    );
+    let mut command = fixture.command(&["verify", "--store", &fixture.store, "--app", "hello"]);
+    command.env("FERRY_TRUST", fixture.public.display().to_string());
+    assert_success(&run_bounded(command));
+    let output = fixture.run(&["verify", "--store", &fixture.store, "--app", "hello"]);
+    assert!(
+        !output.status.success() && text(&output).contains("no trusted public key"),
+        "{}",
+        text(&output)
+    );
 
     let raw = fixture.raw();
     let pointer = pointer_payload(&raw, "stable");

@@ -23,6 +23,9 @@ use crate::env;
 const REJECTED: u8 = 2;
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit status: 0 verified, 2 rejected (tampered, untrusted, replayed, expired, missing), 1 could not check."
+)]
 pub struct Args {
     #[command(flatten)]
     pub store: StoreArgs,
@@ -32,8 +35,9 @@ pub struct Args {
     /// The channel.
     #[arg(long, env = env::FERRY_CHANNEL, default_value = "stable")]
     pub channel: String,
-    /// Trusted public key files (repeat, or separate with commas, for key rotation).
-    #[arg(long, required = true, value_delimiter = ',', value_name = "PUBKEY")]
+    /// Trusted public key files (repeat, or separate with commas, for key rotation); default:
+    /// FERRY_TRUST (separated by `,` or `:`).
+    #[arg(long, value_delimiter = ',', value_name = "PUBKEY")]
     pub trust: Vec<PathBuf>,
     /// Where the highest accepted serial per channel is remembered.
     #[arg(long, env = env::FERRY_VERIFY_STATE, value_name = "FILE")]
@@ -88,7 +92,21 @@ fn is_rejection(error: &ferry_store::Error) -> bool {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let trusted = TrustedKeys::from_files(&args.trust).context("cannot load the trusted keys")?;
+    let trust = if args.trust.is_empty() {
+        let listed = std::env::var(env::FERRY_TRUST).unwrap_or_default();
+        listed
+            .split([',', ':'])
+            .filter(|item| !item.trim().is_empty())
+            .map(|item| PathBuf::from(item.trim()))
+            .collect()
+    } else {
+        args.trust.clone()
+    };
+    anyhow::ensure!(
+        !trust.is_empty(),
+        "no trusted public key: give --trust PREFIX.pub (or set FERRY_TRUST)"
+    );
+    let trusted = TrustedKeys::from_files(&trust).context("cannot load the trusted keys")?;
     let state_path = match &args.state {
         Some(path) => path.clone(),
         None => default_state_path()?,
