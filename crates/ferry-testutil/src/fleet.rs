@@ -442,7 +442,11 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// Poll `check` every `pause` until it returns `Some` or `limit` runs out.
-pub fn wait_for<T>(limit: Duration, pause: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn wait_for<T>(
+    limit: Duration,
+    pause: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<T> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(value) = check() {
@@ -477,7 +481,9 @@ mod tests {
     fn a_group_guard_stops_grandchildren_in_their_own_groups() {
         // sh starts a sleep in a new process group (like `ferry run` does with its service).
         let mut command = Command::new("sh");
-        command.args(["-c", "setsid sleep 60 & echo $!; wait"]).stdout(Stdio::piped());
+        command
+            .args(["-c", "setsid sleep 60 & echo $!; wait"])
+            .stdout(Stdio::piped());
         let mut guard = GroupGuard::spawn(&mut command);
         let wait = wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
             let children = children_of(guard.id() as i32);
