@@ -95,10 +95,19 @@ async fn history_serials(store: &Store, app: &str, channel: &str) -> Result<Vec<
         .collect())
 }
 
-/// A channel's history, oldest first.
-pub async fn history(store: &Store, app: &str, channel: &str) -> Result<Vec<HistoryEntry>, Error> {
+/// A channel's history, oldest first; with `last`, only the newest `last` entries (only those
+/// are read).
+pub async fn history(
+    store: &Store,
+    app: &str,
+    channel: &str,
+    last: Option<usize>,
+) -> Result<Vec<HistoryEntry>, Error> {
     let mut serials = history_serials(store, app, channel).await?;
     serials.sort_unstable();
+    if let Some(last) = last {
+        serials.drain(..serials.len().saturating_sub(last));
+    }
     let reads = futures::stream::iter(serials.into_iter().map(|serial| async move {
         let path = ChannelPointer::history_path(app, channel, serial);
         let object = store.get(&path, MAX_DOCUMENT_BYTES as u64).await?;
@@ -302,5 +311,64 @@ pub fn rollback_target(
             "channel {}/{} has no earlier version than {} to roll back to",
             current.app, current.channel, current.release.version
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use ferry_release::{ReleaseRef, Rollout, SCHEMA};
+
+    use super::*;
+
+    fn entry(serial: u64, version: &str) -> HistoryEntry {
+        let pointer = ChannelPointer {
+            schema: SCHEMA,
+            app: "hello".into(),
+            channel: "stable".into(),
+            serial,
+            release: ReleaseRef {
+                version: version.into(),
+                artifacts: BTreeMap::new(),
+            },
+            rollout: Rollout::default(),
+            paused: false,
+            published_at: ferry_release::now_utc(),
+            expires_at: None,
+        };
+        HistoryEntry {
+            serial,
+            version: version.into(),
+            published_at: pointer.published_at,
+            key_id: None,
+            pointer,
+        }
+    }
+
+    #[test]
+    fn rollback_goes_to_the_newest_earlier_other_version() {
+        let entries = vec![entry(1, "1"), entry(2, "2"), entry(3, "3"), entry(4, "3")];
+        let current = entries[3].pointer.clone();
+        assert_eq!(
+            rollback_target(&entries, &current, None).unwrap().version,
+            "2"
+        );
+        assert_eq!(
+            rollback_target(&entries, &current, Some("1"))
+                .unwrap()
+                .version,
+            "1"
+        );
+        assert!(rollback_target(&entries, &current, Some("9")).is_err());
+        let only = vec![entry(1, "1"), entry(2, "1")];
+        assert!(rollback_target(&only, &only[1].pointer, None).is_err());
+    }
+
+    #[test]
+    fn serials_come_from_history_file_names() {
+        assert_eq!(serial_of("apps/a/channels/c/history/42.json"), Some(42));
+        assert_eq!(serial_of("apps/a/channels/c/history/x.json"), None);
+        assert_eq!(serial_of("apps/a/channels/c/history/7.json.tmp"), None);
     }
 }

@@ -405,6 +405,23 @@ fn publish_verify_rollback_promote(backend: Backend) {
             (4, "2.0-1".into(), true)
         ]
     );
+    let newest = json(&fixture.run(&[
+        "releases",
+        "--store",
+        &fixture.store,
+        "--app",
+        "hello",
+        "--last",
+        "2",
+        "--json",
+    ]));
+    let newest: Vec<u64> = newest
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["serial"].as_u64().unwrap())
+        .collect();
+    assert_eq!(newest, vec![3, 4]);
     let output = fixture.run(&[
         "rollback",
         "--store",

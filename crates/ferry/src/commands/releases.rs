@@ -19,6 +19,9 @@ pub struct Args {
     /// The channel.
     #[arg(long, env = env::FERRY_CHANNEL, default_value = "stable")]
     pub channel: String,
+    /// Show only the newest N states.
+    #[arg(long, value_name = "N")]
+    pub last: Option<usize>,
     /// Print JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -29,7 +32,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = runtime()?;
     let (entries, current) = runtime
         .block_on(async {
-            let entries = ferry_store::history(&store, &args.app, &args.channel).await?;
+            let entries = ferry_store::history(&store, &args.app, &args.channel, args.last).await?;
             let current = ferry_store::read_pointer(&store, &args.app, &args.channel).await?;
             Ok::<_, ferry_store::Error>((entries, current))
         })

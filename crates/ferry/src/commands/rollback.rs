@@ -43,7 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     args.app, args.channel
                 )));
             };
-            let entries = ferry_store::history(&store, &args.app, &args.channel).await?;
+            let entries = ferry_store::history(&store, &args.app, &args.channel, None).await?;
             let target =
                 ferry_store::rollback_target(&entries, &current.pointer, args.to.as_deref())?;
             let options = PublishOptions {
