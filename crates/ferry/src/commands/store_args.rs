@@ -89,9 +89,11 @@ pub struct TerminalProgress {
 
 impl TerminalProgress {
     pub fn new(quiet: bool) -> TerminalProgress {
+        // A bar is info-level output: `-q` (or RUST_LOG=error) turns it off like the logs.
+        let wanted = !quiet && tracing::enabled!(tracing::Level::INFO);
         TerminalProgress {
             bar: Mutex::new(None),
-            enabled: !quiet && std::io::stderr().is_terminal(),
+            enabled: wanted && std::io::stderr().is_terminal(),
         }
     }
 }
