@@ -1105,7 +1105,9 @@ fn crash_and_resume(point: &str) {
     assert_eq!(
         crashed.status.signal(),
         Some(9),
-        "the agent should die by SIGKILL at {point}: {}",
+        "the agent should die by SIGKILL at {point} (if it ran to the end, the ferry binary was \
+         built without the `fault-injection` feature, e.g. by a concurrent plain `cargo build`; \
+         test builds enable it through ferry's dev-dependency): {}",
         stderr(&crashed)
     );
     let journal: serde_json::Value = serde_json::from_slice(
