@@ -20,22 +20,35 @@ fn quickstart_runs_the_whole_loop_without_a_failed_request() {
         .expect("run ferry quickstart");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "quickstart failed: {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}", output.status);
+    assert!(
+        output.status.success(),
+        "quickstart failed: {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        output.status
+    );
 
     let tally = stdout
         .lines()
         .find(|line| line.trim_start().starts_with("requests answered:"))
         .unwrap_or_else(|| panic!("no tally line in:\n{stdout}"));
-    assert!(tally.contains("errors: 0,"), "requests failed during the swaps: {tally}");
+    assert!(
+        tally.contains("errors: 0,"),
+        "requests failed during the swaps: {tally}"
+    );
     // Both versions answered while the client was counting: the swap really happened under load.
-    assert!(tally.contains("1.0.0-1: ") && tally.contains("2.0.0-1: "), "{tally}");
+    assert!(
+        tally.contains("1.0.0-1: ") && tally.contains("2.0.0-1: "),
+        "{tally}"
+    );
     let answered: u64 = tally
         .split("requests answered:")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|count| count.parse().ok())
         .unwrap_or_else(|| panic!("cannot read the count in {tally}"));
-    assert!(answered > 1000, "too few requests to mean anything: {tally}");
+    assert!(
+        answered > 1000,
+        "too few requests to mean anything: {tally}"
+    );
 
     // Everything it started is gone: the port it served on no longer accepts connections.
     assert!(!stdout.contains("left running"), "{stdout}");
@@ -45,13 +58,33 @@ fn quickstart_runs_the_whole_loop_without_a_failed_request() {
         .and_then(|rest| rest.split('/').next())
         .unwrap_or_else(|| panic!("no service address in:\n{stdout}"));
     let address: std::net::SocketAddr = address.parse().expect("a socket address");
-    assert!(std::net::TcpStream::connect(address).is_err(), "something still listens on {address}");
+    assert!(
+        std::net::TcpStream::connect(address).is_err(),
+        "something still listens on {address}"
+    );
     // It says what to type by hand at every step.
-    for command in ["$ ferry keygen", "$ ferry pack", "$ ferry publish", "$ ferry run", "$ ferry agent", "$ ferry rollback"] {
-        assert!(stdout.contains(command), "the narration lacks `{command}`:\n{stdout}");
+    for command in [
+        "$ ferry keygen",
+        "$ ferry pack",
+        "$ ferry publish",
+        "$ ferry run",
+        "$ ferry agent",
+        "$ ferry rollback",
+    ] {
+        assert!(
+            stdout.contains(command),
+            "the narration lacks `{command}`:\n{stdout}"
+        );
     }
     // Its files stay in --dir; the store holds the three pointer states (v1, v2, rollback).
     let history = work.join("store/apps/hello/channels/stable/history");
-    let serials = std::fs::read_dir(&history).map(|entries| entries.count()).unwrap_or(0);
-    assert_eq!(serials, 3, "expected three pointer states in {}", history.display());
+    let serials = std::fs::read_dir(&history)
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert_eq!(
+        serials,
+        3,
+        "expected three pointer states in {}",
+        history.display()
+    );
 }

@@ -53,16 +53,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let (dir, temporary) = match &args.dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
             if std::fs::read_dir(dir)?.next().is_some() {
-                bail!("{} is not empty (pick an empty or new directory for --dir)", dir.display());
+                bail!(
+                    "{} is not empty (pick an empty or new directory for --dir)",
+                    dir.display()
+                );
             }
             (std::fs::canonicalize(dir)?, false)
         }
         None => {
             let dir = std::env::temp_dir().join(format!("ferry-quickstart-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
             (dir, true)
         }
     };
@@ -94,16 +99,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 println!("    errors by kind: {:?}", tally.errors);
             }
             if kept {
-                println!("    everything is still running in {} (see above to stop it)", dir.display());
+                println!(
+                    "    everything is still running in {} (see above to stop it)",
+                    dir.display()
+                );
             } else if temporary {
                 let _ = std::fs::remove_dir_all(&dir);
             } else {
                 println!("    the files are left in {}", dir.display());
             }
-            Ok(if tally.error_count() == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if tally.error_count() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Err(error) => {
-            eprintln!("the quickstart failed; its files and logs are kept in {}", dir.display());
+            eprintln!(
+                "the quickstart failed; its files and logs are kept in {}",
+                dir.display()
+            );
             for log in ["run.log", "agent.log"] {
                 let path = dir.join("logs").join(log);
                 if let Ok(text) = std::fs::read_to_string(&path) {
@@ -134,9 +149,18 @@ fn find_or_build_example(ferry: &Path) -> anyhow::Result<PathBuf> {
         );
     }
     let release = !cfg!(debug_assertions);
-    println!("==> building the example service (cargo build{} -p hello-service)", if release { " --release" } else { "" });
+    println!(
+        "==> building the example service (cargo build{} -p hello-service)",
+        if release { " --release" } else { "" }
+    );
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cargo.arg("build").arg("--quiet").arg("-p").arg("hello-service").arg("--manifest-path").arg(&manifest);
+    cargo
+        .arg("build")
+        .arg("--quiet")
+        .arg("-p")
+        .arg("hello-service")
+        .arg("--manifest-path")
+        .arg(&manifest);
     if release {
         cargo.arg("--release");
     }
@@ -144,7 +168,9 @@ fn find_or_build_example(ferry: &Path) -> anyhow::Result<PathBuf> {
     if let Some(target) = ferry.parent().and_then(Path::parent) {
         cargo.env("CARGO_TARGET_DIR", target);
     }
-    let status = cargo.status().context("cannot run cargo to build the example service")?;
+    let status = cargo
+        .status()
+        .context("cannot run cargo to build the example service")?;
     if !status.success() || !beside.is_file() {
         bail!("building the example service failed (try `cargo build --release -p hello-service`)");
     }
@@ -152,7 +178,8 @@ fn find_or_build_example(ferry: &Path) -> anyhow::Result<PathBuf> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free port on 127.0.0.1")?;
+    let listener =
+        TcpListener::bind("127.0.0.1:0").context("cannot find a free port on 127.0.0.1")?;
     Ok(listener.local_addr()?.port())
 }
 
@@ -184,44 +211,69 @@ impl Session {
     }
 
     fn play(&mut self) -> anyhow::Result<Tally> {
-        println!("ferry quickstart: the whole loop on this machine, in {}", self.dir.display());
-        println!("store: {} (a plain directory; s3://bucket/prefix works the same)", self.store);
+        println!(
+            "ferry quickstart: the whole loop on this machine, in {}",
+            self.dir.display()
+        );
+        println!(
+            "store: {} (a plain directory; s3://bucket/prefix works the same)",
+            self.store
+        );
 
         self.step("make a signing key pair", |session| {
             let prefix = session.dir.join("keys/release");
             session.ferry_command(&["keygen".as_ref(), prefix.as_os_str()])
         })?;
 
-        self.step(&format!("pack the example service as version {VERSION_ONE}"), |session| session.pack(VERSION_ONE))?;
-        self.step(&format!("publish {VERSION_ONE} to channel {CHANNEL}"), |session| session.publish(VERSION_ONE))?;
+        self.step(
+            &format!("pack the example service as version {VERSION_ONE}"),
+            |session| session.pack(VERSION_ONE),
+        )?;
+        self.step(
+            &format!("publish {VERSION_ONE} to channel {CHANNEL}"),
+            |session| session.publish(VERSION_ONE),
+        )?;
 
-        self.step("start the supervisor: it holds the port and runs whatever `current` is", |session| {
-            let current = session.dir.join("host/srv/current/usr/bin/hello-service");
-            let listen = format!("http={}", session.address);
-            let control = session.dir.join("host/hello.sock");
-            let arguments: Vec<&std::ffi::OsStr> = vec![
-                "run".as_ref(),
-                "--listen".as_ref(),
-                listen.as_ref(),
-                "--control".as_ref(),
-                control.as_os_str(),
-                "--".as_ref(),
-                current.as_os_str(),
-            ];
-            session.spawn("run", &arguments)
-        })?;
+        self.step(
+            "start the supervisor: it holds the port and runs whatever `current` is",
+            |session| {
+                let current = session.dir.join("host/srv/current/usr/bin/hello-service");
+                let listen = format!("http={}", session.address);
+                let control = session.dir.join("host/hello.sock");
+                let arguments: Vec<&std::ffi::OsStr> = vec![
+                    "run".as_ref(),
+                    "--listen".as_ref(),
+                    listen.as_ref(),
+                    "--control".as_ref(),
+                    control.as_os_str(),
+                    "--".as_ref(),
+                    current.as_os_str(),
+                ];
+                session.spawn("run", &arguments)
+            },
+        )?;
 
-        self.step("start the agent: it polls the channel, installs, swaps, health-checks", |session| {
-            let config = session.write_agent_config()?;
-            session.spawn("agent", &["agent".as_ref(), "--config".as_ref(), config.as_os_str()])
-        })?;
+        self.step(
+            "start the agent: it polls the channel, installs, swaps, health-checks",
+            |session| {
+                let config = session.write_agent_config()?;
+                session.spawn(
+                    "agent",
+                    &["agent".as_ref(), "--config".as_ref(), config.as_os_str()],
+                )
+            },
+        )?;
 
-        self.step(&format!("wait until {} answers {VERSION_ONE}", self.address), |session| {
-            session.wait_for_version(VERSION_ONE)
-        })?;
+        self.step(
+            &format!("wait until {} answers {VERSION_ONE}", self.address),
+            |session| session.wait_for_version(VERSION_ONE),
+        )?;
 
         println!();
-        println!("==> from now on {CLIENT_WORKERS} clients keep asking {} for its version and count every reply", self.address);
+        println!(
+            "==> from now on {CLIENT_WORKERS} clients keep asking {} for its version and count every reply",
+            self.address
+        );
         let load = LoadClient::start(self.address, CLIENT_WORKERS);
         let result = self.under_load(&load);
         let tally = load.finish();
@@ -231,34 +283,51 @@ impl Session {
 
     fn under_load(&mut self, load: &LoadClient) -> anyhow::Result<()> {
         std::thread::sleep(SOAK);
-        self.step(&format!("pack {VERSION_TWO}"), |session| session.pack(VERSION_TWO))?;
-        self.step(&format!("publish {VERSION_TWO}: the agent swaps the process, the port never closes"), |session| {
-            session.publish(VERSION_TWO)?;
-            session.wait_for_version(VERSION_TWO)
+        self.step(&format!("pack {VERSION_TWO}"), |session| {
+            session.pack(VERSION_TWO)
         })?;
+        self.step(
+            &format!("publish {VERSION_TWO}: the agent swaps the process, the port never closes"),
+            |session| {
+                session.publish(VERSION_TWO)?;
+                session.wait_for_version(VERSION_TWO)
+            },
+        )?;
         std::thread::sleep(SOAK);
-        self.step(&format!("roll back: a new signed pointer naming {VERSION_ONE} again"), |session| {
-            let key = session.dir.join("keys/release.key");
-            session.ferry_command(&[
-                "rollback".as_ref(),
-                "--store".as_ref(),
-                session.store.as_ref(),
-                "--app".as_ref(),
-                APP.as_ref(),
-                "--channel".as_ref(),
-                CHANNEL.as_ref(),
-                "--key".as_ref(),
-                key.as_os_str(),
-            ])?;
-            session.wait_for_version(VERSION_ONE)
-        })?;
+        self.step(
+            &format!("roll back: a new signed pointer naming {VERSION_ONE} again"),
+            |session| {
+                let key = session.dir.join("keys/release.key");
+                session.ferry_command(&[
+                    "rollback".as_ref(),
+                    "--store".as_ref(),
+                    session.store.as_ref(),
+                    "--app".as_ref(),
+                    APP.as_ref(),
+                    "--channel".as_ref(),
+                    CHANNEL.as_ref(),
+                    "--key".as_ref(),
+                    key.as_os_str(),
+                ])?;
+                session.wait_for_version(VERSION_ONE)
+            },
+        )?;
         std::thread::sleep(SOAK);
         let seen = load.snapshot();
-        println!("    so far: {} replies ({}), {} errors", seen.ok(), describe_versions(&seen), seen.error_count());
+        println!(
+            "    so far: {} replies ({}), {} errors",
+            seen.ok(),
+            describe_versions(&seen),
+            seen.error_count()
+        );
         Ok(())
     }
 
-    fn step(&mut self, title: &str, action: impl FnOnce(&mut Session) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    fn step(
+        &mut self,
+        title: &str,
+        action: impl FnOnce(&mut Session) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         println!();
         println!("==> {title}");
         let started = Instant::now();
@@ -296,15 +365,26 @@ dest = "/usr/share/hello-service/version"
             ),
         )?;
         let out = self.dir.join("build/out");
-        self.ferry_command(&["pack".as_ref(), "--config".as_ref(), config.as_os_str(), "--out".as_ref(), out.as_os_str()])
+        self.ferry_command(&[
+            "pack".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ])
     }
 
     fn package_path(&self, version: &str) -> anyhow::Result<PathBuf> {
         let out = self.dir.join("build/out");
         let prefix = format!("{APP}_{version}_");
-        for entry in std::fs::read_dir(&out).with_context(|| format!("cannot read {}", out.display()))? {
+        for entry in
+            std::fs::read_dir(&out).with_context(|| format!("cannot read {}", out.display()))?
+        {
             let path = entry?.path();
-            let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .unwrap_or_default();
             if name.starts_with(&prefix) && name.ends_with(".deb") {
                 return Ok(path);
             }
@@ -376,11 +456,18 @@ timeout = "20s"
             .stdin(Stdio::null())
             .output()
             .with_context(|| format!("cannot run {}", self.ferry.display()))?;
-        for line in String::from_utf8_lossy(&output.stdout).lines().chain(String::from_utf8_lossy(&output.stderr).lines()) {
+        for line in String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .chain(String::from_utf8_lossy(&output.stderr).lines())
+        {
             println!("      {line}");
         }
         if !output.status.success() {
-            bail!("`ferry {}` failed ({})", arguments[0].to_string_lossy(), output.status);
+            bail!(
+                "`ferry {}` failed ({})",
+                arguments[0].to_string_lossy(),
+                output.status
+            );
         }
         Ok(())
     }
@@ -389,7 +476,11 @@ timeout = "20s"
     fn spawn(&mut self, name: &'static str, arguments: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
         let log_path = self.dir.join("logs").join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path)?;
-        println!("    $ {} &    # logs: {}", self.by_hand(arguments), log_path.display());
+        println!(
+            "    $ {} &    # logs: {}",
+            self.by_hand(arguments),
+            log_path.display()
+        );
         let child = Command::new(&self.ferry)
             .args(arguments)
             .stdin(Stdio::null())
@@ -468,8 +559,16 @@ timeout = "20s"
         for (name, child) in &self.children {
             println!("    ferry {name}: pid {}", child.id());
         }
-        println!("    try: curl http://{}/   ·   ferry agent status --config {}", self.address, self.dir.join("host/agent.toml").display());
-        let pids: Vec<String> = self.children.iter().map(|(_, child)| child.id().to_string()).collect();
+        println!(
+            "    try: curl http://{}/   ·   ferry agent status --config {}",
+            self.address,
+            self.dir.join("host/agent.toml").display()
+        );
+        let pids: Vec<String> = self
+            .children
+            .iter()
+            .map(|(_, child)| child.id().to_string())
+            .collect();
         println!("    stop: kill {}", pids.join(" "));
         // Dropping a std Child neither kills nor waits for it.
         self.children.clear();
@@ -490,5 +589,10 @@ fn toml_string(text: &str) -> String {
 }
 
 fn describe_versions(tally: &Tally) -> String {
-    tally.ok_by_version.iter().map(|(version, count)| format!("{version}: {count}")).collect::<Vec<_>>().join(", ")
+    tally
+        .ok_by_version
+        .iter()
+        .map(|(version, count)| format!("{version}: {count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

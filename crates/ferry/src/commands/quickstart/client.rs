@@ -66,7 +66,8 @@ impl LoadClient {
                     let mut local = Tally::default();
                     let mut connection: Option<Connection> = None;
                     while !stop.load(Ordering::Relaxed) {
-                        let outcome = request_version(address, keep_alive, &mut connection, &mut local);
+                        let outcome =
+                            request_version(address, keep_alive, &mut connection, &mut local);
                         match outcome {
                             Ok(version) => *local.ok_by_version.entry(version).or_default() += 1,
                             Err(kind) => {
@@ -77,14 +78,21 @@ impl LoadClient {
                             }
                         }
                         if local.ok() % 256 == 0 {
-                            tally.lock().expect("tally lock").merge(&std::mem::take(&mut local));
+                            tally
+                                .lock()
+                                .expect("tally lock")
+                                .merge(&std::mem::take(&mut local));
                         }
                     }
                     tally.lock().expect("tally lock").merge(&local);
                 })
             })
             .collect();
-        LoadClient { stop, threads, tally }
+        LoadClient {
+            stop,
+            threads,
+            tally,
+        }
     }
 
     /// The replies counted so far (threads flush every few hundred replies).
@@ -108,16 +116,24 @@ struct Connection {
 
 fn connect(address: SocketAddr) -> Result<Connection, &'static str> {
     let stream = TcpStream::connect_timeout(&address, IO_TIMEOUT).map_err(classify)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(classify)?;
-    stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(classify)?;
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .map_err(classify)?;
+    stream
+        .set_write_timeout(Some(IO_TIMEOUT))
+        .map_err(classify)?;
     let _ = stream.set_nodelay(true);
-    Ok(Connection { reader: BufReader::new(stream) })
+    Ok(Connection {
+        reader: BufReader::new(stream),
+    })
 }
 
 fn classify(error: std::io::Error) -> &'static str {
     match error.kind() {
         ErrorKind::ConnectionRefused => "refused",
-        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => "reset",
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+            "reset"
+        }
         ErrorKind::TimedOut | ErrorKind::WouldBlock => "timeout",
         ErrorKind::UnexpectedEof => "closed",
         _ => "io",
@@ -149,7 +165,11 @@ fn request_version(
             tally.reconnects += 1;
             let mut fresh = connect(address)?;
             let result = exchange(&mut fresh, keep_alive).map_err(Failure::kind);
-            *connection = if keep_alive && result.is_ok() { Some(fresh) } else { None };
+            *connection = if keep_alive && result.is_ok() {
+                Some(fresh)
+            } else {
+                None
+            };
             result
         }
         Err(failure) => {
@@ -214,7 +234,10 @@ fn exchange(connection: &mut Connection, keep_alive: bool) -> Result<String, Fai
         return Err(Failure::During("wrong"));
     }
     let mut body = vec![0; length];
-    connection.reader.read_exact(&mut body).map_err(|error| Failure::During(classify(error)))?;
+    connection
+        .reader
+        .read_exact(&mut body)
+        .map_err(|error| Failure::During(classify(error)))?;
     if !status_line.starts_with("HTTP/1.1 200") {
         return Err(Failure::During("wrong"));
     }
