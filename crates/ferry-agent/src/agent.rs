@@ -348,26 +348,11 @@ impl Agent {
 
     /// Why this host must wait for its rollout wave, or `None` when it may update now.
     fn wave_wait(&self, pointer: &ChannelPointer) -> Option<String> {
-        if pointer.rollout.waves.is_empty() {
-            return None;
-        }
-        let seed = sha2::Sha256::digest(format!(
+        let seed = format!(
             "{}/{}/{}",
             self.settings.host_id, self.settings.app, self.settings.channel
-        ));
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&seed[..8]);
-        let percentile = (u64::from_be_bytes(first) % 100) as u8;
-        let now = ferry_release::now_utc();
-        let open = pointer.rollout.waves.iter().any(|wave| {
-            percentile < wave.percent
-                && pointer.published_at + time::Duration::seconds(wave.after_s as i64) <= now
-        });
-        (!open).then(|| {
-            format!(
-                "host is at percentile {percentile} of the rollout; its wave has not opened yet"
-            )
-        })
+        );
+        wave_wait(&seed, pointer, ferry_release::now_utc())
     }
 
     async fn refuse_pointer(
@@ -717,6 +702,36 @@ impl Agent {
     }
 }
 
+/// This host's place in a staged rollout: a stable percentile from `seed` (host, app,
+/// channel); it may update once a wave covering that percentile has opened.
+pub fn host_percentile(seed: &str) -> u8 {
+    let digest = sha2::Sha256::digest(seed.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(first) % 100) as u8
+}
+
+/// Why a host with `seed` must still wait for `pointer`'s rollout at `now`, or `None`.
+pub fn wave_wait(
+    seed: &str,
+    pointer: &ChannelPointer,
+    now: time::OffsetDateTime,
+) -> Option<String> {
+    if pointer.rollout.waves.is_empty() {
+        return None;
+    }
+    let percentile = host_percentile(seed);
+    let open = pointer.rollout.waves.iter().any(|wave| {
+        percentile < wave.percent
+            && pointer.published_at
+                + time::Duration::seconds(wave.after_s.min(i64::MAX as u64) as i64)
+                <= now
+    });
+    (!open).then(|| {
+        format!("host is at percentile {percentile} of the rollout; its wave has not opened yet")
+    })
+}
+
 fn store_error(error: ferry_store::Error, what: &str) -> Error {
     match error {
         ferry_store::Error::TooLarge { .. } | ferry_store::Error::Release(_) => Error::Refused {
@@ -981,6 +996,27 @@ mod tests {
             sha256,
             size: bytes.len() as u64,
         }
+    }
+
+    #[test]
+    fn rollout_waves_open_by_percentile_and_time() {
+        let text = r#"{"schema":1,"app":"a","channel":"c","serial":1,"release":{"version":"1","artifacts":{}},
+            "rollout":{"waves":[{"percent":10,"after_s":0},{"percent":100,"after_s":600}]},
+            "published_at":"2026-11-27T05:00:00Z","expires_at":null}"#;
+        let pointer: ChannelPointer = serde_json::from_str(text).unwrap();
+        let (early, late) = (0..1000)
+            .map(|n| format!("host-{n}"))
+            .partition::<Vec<_>, _>(|seed| host_percentile(seed) < 10);
+        assert!(!early.is_empty() && !late.is_empty());
+        let at = |seconds: i64| pointer.published_at + time::Duration::seconds(seconds);
+        assert_eq!(wave_wait(&early[0], &pointer, at(1)), None);
+        assert!(wave_wait(&late[0], &pointer, at(1)).is_some());
+        assert_eq!(wave_wait(&late[0], &pointer, at(600)), None);
+        assert_eq!(
+            host_percentile(&late[0]),
+            host_percentile(&late[0]),
+            "stable per host"
+        );
     }
 
     #[tokio::test]

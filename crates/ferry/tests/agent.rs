@@ -1062,7 +1062,29 @@ fn dpkg_method_in_a_sandboxed_root_installs_upgrades_and_rolls_back() {
     assert_ok(&world.agent_once(None), "dpkg install of v1");
     assert_eq!(installed_version(), "1.0.0 install ok installed");
     world.publish(&build_deb(&world.dir, "2.0.0", None), "2.0.0");
-    assert_ok(&world.agent_once(None), "dpkg upgrade to v2");
+    // Another package manager holds the dpkg lock for a moment: the agent waits for it.
+    let lock = root.join("var/lib/dpkg/lock");
+    let mut holder = ChildGuard::spawn(
+        Command::new("python3")
+            .args(["-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.lockf(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(2)"])
+            .arg(&lock)
+            .stdout(Stdio::piped()),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.child().stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let upgrade = world.agent_once(None);
+    assert_ok(&upgrade, "dpkg upgrade to v2");
+    assert!(
+        stderr(&upgrade).contains("dpkg is locked by another process; waiting"),
+        "{}",
+        stderr(&upgrade)
+    );
+    let _ = holder.child().wait();
     assert_eq!(installed_version(), "2.0.0 install ok installed");
     world.publish(&build_deb(&world.dir, "3.0.0", Some("unhealthy")), "3.0.0");
     assert_eq!(
