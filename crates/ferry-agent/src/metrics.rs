@@ -97,8 +97,14 @@ pub async fn serve(
     channel: String,
 ) {
     loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            continue;
+        let mut socket = match listener.accept().await {
+            Ok((socket, _)) => socket,
+            Err(error) => {
+                // Out of file descriptors and the like: do not spin.
+                tracing::debug!("metrics endpoint cannot accept: {error}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let body = metrics.render(&app, &channel);
         tokio::spawn(async move {
