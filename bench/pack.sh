@@ -6,8 +6,8 @@
 #
 # Builds ferry in release mode, installs cargo-deb with `cargo install` when it is missing,
 # and makes the test binary itself: a small C program (gcc) with 48 MiB of real machine
-# code (this system's shared libraries and executables, in sorted order) added as an
-# allocated section with objcopy, so it compresses like a real large binary.
+# code (this system's shared libraries and executables, in sorted order) added as a
+# section with objcopy, so it compresses like a real large binary (as a non-allocated section, like debug info).
 # Prints each median time, the ratios, and the goals: ferry ≤ 1.1× dpkg-deb -Zzstd,
 # ≥ 50× faster than cargo deb.
 set -euo pipefail
@@ -38,8 +38,9 @@ printf 'int main(void) { return 0; }\n' > "$work/main.c"
 gcc -O2 -o "$work/small" "$work/main.c"
 { find /usr/lib /usr/bin -type f \( -name '*.so*' -o -perm -u+x \) -size +8k 2>/dev/null \
     | LC_ALL=C sort | xargs cat 2>/dev/null || true; } | head -c $((BLOB_MIB << 20)) > "$work/blob"
+# A non-allocated section, like the debug info that makes real release binaries this big.
 objcopy --add-section .ferry_bench_blob="$work/blob" \
-  --set-section-flags .ferry_bench_blob=alloc,readonly,data,contents "$work/small" "$work/benchsvc"
+  --set-section-flags .ferry_bench_blob=readonly,contents "$work/small" "$work/benchsvc"
 binary_size=$(stat -c %s "$work/benchsvc")
 if [ "$binary_size" -lt $((40 << 20)) ]; then
   echo "could only make a $binary_size byte binary (need ≥ 40 MiB)" >&2; exit 1
@@ -87,7 +88,7 @@ dpkg-deb -R "$work/ferry-ref/benchsvc_1.0.0-1_amd64.deb" "$work/tree"
 
 echo
 echo "binary: $(( binary_size >> 20 )) MiB ELF ($(nproc) CPUs, median of $RUNS runs)"
-printf '%-34s %10s %12s\n' "packer" "time (ms)" "size (bytes)"
+printf '%-42s %10s %12s\n' "packer" "time (ms)" "size (bytes)"
 declare -A time size
 for case in "zstd 3" "xz 6" "gzip 9"; do
   set -- $case
@@ -97,12 +98,12 @@ for case in "zstd 3" "xz 6" "gzip 9"; do
   size[ferry-$compression]=$(size_of "$work/out-ferry-$compression/benchsvc_1.0.0-1_amd64.deb")
   time[dpkg-$compression]=$(median_ms "$RUNS" dpkg-deb --root-owner-group -Z"$flag" -z"$level" --build "$work/tree" "$work/dpkg-$compression.deb")
   size[dpkg-$compression]=$(size_of "$work/dpkg-$compression.deb")
-  printf '%-34s %10s %12s\n' "ferry pack --compression $compression --level $level" "${time[ferry-$compression]}" "${size[ferry-$compression]}"
-  printf '%-34s %10s %12s\n' "dpkg-deb -Z$flag -z$level --build" "${time[dpkg-$compression]}" "${size[dpkg-$compression]}"
+  printf '%-42s %10s %12s\n' "ferry pack --compression $compression --level $level" "${time[ferry-$compression]}" "${size[ferry-$compression]}"
+  printf '%-42s %10s %12s\n' "dpkg-deb -Z$flag -z$level --build" "${time[dpkg-$compression]}" "${size[dpkg-$compression]}"
 done
 time[ferry-default]=$(median_ms "$RUNS" "$ferry" -q pack --config "$work/ferry.toml" --out "$work/out-ferry-default")
 size[ferry-default]=$(size_of "$work/out-ferry-default/benchsvc_1.0.0-1_amd64.deb")
-printf '%-34s %10s %12s\n' "ferry pack (defaults: zstd 3)" "${time[ferry-default]}" "${size[ferry-default]}"
+printf '%-42s %10s %12s\n' "ferry pack (defaults: zstd 3)" "${time[ferry-default]}" "${size[ferry-default]}"
 
 # cargo deb with its defaults, packing (not building) a crate whose binary is the same ELF.
 mkdir -p "$work/crate/src" "$work/crate/target/release"
@@ -126,7 +127,7 @@ cargo_deb() { (cd "$work/crate" && cargo deb --no-build --offline -o "$work/carg
 if cargo_deb >"$work/cargo-deb.log" 2>&1; then
   time[cargo-deb]=$(median_ms "$CARGO_DEB_RUNS" cargo_deb)
   size[cargo-deb]=$(size_of "$work/cargo-deb.deb")
-  printf '%-34s %10s %12s\n' "cargo deb --no-build (defaults)" "${time[cargo-deb]}" "${size[cargo-deb]}"
+  printf '%-42s %10s %12s\n' "cargo deb --no-build (defaults)" "${time[cargo-deb]}" "${size[cargo-deb]}"
 else
   echo "cargo deb failed:" >&2; cat "$work/cargo-deb.log" >&2
   time[cargo-deb]=0
