@@ -28,9 +28,9 @@ use crate::progress::Progress;
 /// Objects at least this big are uploaded in parts.
 pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
 /// The size of one uploaded part.
-const PART_SIZE: usize = 16 * 1024 * 1024;
+const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts in flight at once.
-const PART_CONCURRENCY: usize = 8;
+const PART_CONCURRENCY: usize = 10;
 /// The marker that caches "this store honours conditional PUT".
 const CONDITIONAL_PUT_MARKER: &str = ".ferry/conditional-put-ok";
 
