@@ -170,11 +170,26 @@ impl World {
                 format!("file://{}", dir.join("store").display())
             }
         };
-        if let Some(server) = &s3 {
-            for (name, value) in server.environment() {
-                // SAFETY: set before any thread of this test starts; each test is its own process under nextest.
-                unsafe { std::env::set_var(name, value) };
-            }
+        if s3.is_some() {
+            // The store handles this test process opens read S3 credentials from the
+            // environment. They are the same constants for every test server (the endpoint is
+            // passed explicitly), so they are set once per process.
+            static CREDENTIALS: std::sync::Once = std::sync::Once::new();
+            CREDENTIALS.call_once(|| {
+                for (name, value) in [
+                    ("AWS_ACCESS_KEY_ID", ferry_testutil::s3::ACCESS_KEY_ID),
+                    (
+                        "AWS_SECRET_ACCESS_KEY",
+                        ferry_testutil::s3::SECRET_ACCESS_KEY,
+                    ),
+                    ("AWS_REGION", "us-east-1"),
+                    ("AWS_EC2_METADATA_DISABLED", "true"),
+                ] {
+                    // SAFETY: done once, before this test starts any thread of its own; under
+                    // nextest each test is its own process.
+                    unsafe { std::env::set_var(name, value) };
+                }
+            });
         }
         let pair = ferry_release::generate_key_pair(&dir.join("release")).unwrap();
         let key = SigningKey::from_file(&pair.secret_path, None).unwrap();
