@@ -223,9 +223,8 @@ impl Supervisor {
                         self.publish(current.as_ref());
                     }
                     Err(Error::ShuttingDown) => break,
-                    // A program that cannot even be started the first time is a mistake in
-                    // the command line, not a crash to retry forever.
-                    Err(error @ Error::Spawn { .. }) if self.generation == 0 => return Err(error),
+                    // A missing program is retried too: the agent may install the first
+                    // release after `ferry run` started (the listeners queue meanwhile).
                     Err(error) => {
                         failures += 1;
                         let delay = self.config.restart_delay(failures);

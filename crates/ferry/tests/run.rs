@@ -285,28 +285,54 @@ fn bad_input_gets_a_clear_error() {
     assert_eq!(output.code(), Some(1));
     assert!(log(&dir).contains("nonsense"), "{}", log(&dir));
 
-    let port = free_port();
-    let output = ferry_run(
-        &dir,
-        &[
-            "--listen",
-            &format!("http=127.0.0.1:{port}"),
-            "--",
-            "/nonexistent/ferry-app",
-        ],
-    )
-    .status()
-    .unwrap();
-    assert_eq!(output.code(), Some(1));
-    assert!(
-        log(&dir).contains("cannot start /nonexistent/ferry-app"),
-        "{}",
-        log(&dir)
-    );
-
     let output = ferry_run(&dir, &["--ready-timeout", "0", "--", "true"])
         .status()
         .unwrap();
     assert_eq!(output.code(), Some(1));
     assert!(log(&dir).contains("--ready-timeout"), "{}", log(&dir));
+}
+
+#[test]
+fn a_program_installed_after_the_supervisor_started_is_started_when_it_appears() {
+    let dir = Dir::new("run-later");
+    let port = free_port();
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let control = dir.join("control.sock");
+    let program = dir.join("current/bin/hello-service");
+    let mut command = ferry_run(
+        &dir,
+        &[
+            "--listen",
+            &format!("http={address}"),
+            "--control",
+            control.to_str().unwrap(),
+            "--",
+            program.to_str().unwrap(),
+        ],
+    );
+    command.env("HELLO_VERSION", "late");
+    let mut supervisor = ChildGuard::spawn(&mut command);
+    let complained = eventually(TIMEOUT, || log(&dir).contains("cannot start").then_some(()));
+    assert!(
+        complained.is_some(),
+        "a missing program is reported; log:\n{}",
+        log(&dir)
+    );
+    assert!(
+        supervisor.child().try_wait().unwrap().is_none(),
+        "ferry run keeps waiting for it"
+    );
+
+    // Meanwhile the socket is held: a connection waits in its queue and is answered once the
+    // program exists.
+    let early = std::thread::spawn(move || get(address, "/"));
+    std::fs::create_dir_all(program.parent().unwrap()).unwrap();
+    std::fs::copy(workspace_binary("hello-service"), &program).unwrap();
+    let up = eventually(TIMEOUT, || status(&control));
+    assert!(up.is_some(), "started once installed; log:\n{}", log(&dir));
+    let early = early
+        .join()
+        .unwrap()
+        .expect("the queued request is answered");
+    assert_eq!(early.body, "late\n");
 }

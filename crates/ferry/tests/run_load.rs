@@ -309,7 +309,7 @@ fn fifty_reloads_under_load_drop_nothing_and_leak_nothing() {
             let (sent_tx, sent_rx) = std::sync::mpsc::channel();
             slow_request = Some(std::thread::spawn(move || {
                 sent_tx.send(()).unwrap();
-                let response = connection.get("/slow?ms=2500");
+                let response = connection.get("/slow?ms=4000");
                 let answered_at = sequence.fetch_add(1, Ordering::SeqCst) + 1;
                 (
                     old_version,
