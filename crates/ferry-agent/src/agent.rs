@@ -149,6 +149,8 @@ pub struct Agent {
     journal: Journal,
     state: State,
     metrics: Arc<Metrics>,
+    /// Held for the agent's life: one agent per app and channel.
+    _lock: crate::journal::JournalLock,
     /// ETag of a pointer verified and handled this run but not committed to the journal
     /// (a refusal or a wait); it keeps the next polls conditional.
     seen_etag: Option<String>,
@@ -161,12 +163,13 @@ impl Agent {
             path: settings.trust.first().cloned().unwrap_or_default(),
             message: error.to_string(),
         })?;
-        let journal = Journal::new(&settings.state_dir, &settings.app, &settings.channel);
-        let state = journal.load(&settings.app, &settings.channel)?;
         for dir in [&settings.state_dir, &settings.cache_dir] {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io("create directory", dir.as_path(), e))?;
         }
+        let journal = Journal::new(&settings.state_dir, &settings.app, &settings.channel);
+        let lock = journal.lock()?;
+        let state = journal.load(&settings.app, &settings.channel)?;
         if let Some(current) = &state.current {
             metrics
                 .current_serial
@@ -180,6 +183,7 @@ impl Agent {
             state,
             metrics,
             seen_etag: None,
+            _lock: lock,
         })
     }
 

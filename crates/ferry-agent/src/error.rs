@@ -36,6 +36,16 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// Another agent already works on this app and channel.
+    #[error(
+        "another agent (PID {holder}) is already running for this app and channel (lock {path}); stop it first, or use `ferry agent status`"
+    )]
+    AlreadyRunning {
+        /// The lock file.
+        path: PathBuf,
+        /// The PID written in it.
+        holder: String,
+    },
     /// The store could not be reached or answered an error.
     #[error("store: {message}")]
     Store {

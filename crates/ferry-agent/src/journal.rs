@@ -123,8 +123,6 @@ pub struct State {
     /// How the last update ended: `ok`, `updating`, `rolled-back`, `refused`, `failed`.
     #[serde(default)]
     pub outcome: Option<String>,
-    /// The last time the pointer was checked (RFC 3339).
-    pub last_poll_at: Option<String>,
     /// The last time a release was committed or rolled back (RFC 3339).
     pub last_change_at: Option<String>,
 }
@@ -147,7 +145,6 @@ impl State {
             step: Step::Idle,
             last_error: None,
             outcome: None,
-            last_poll_at: None,
             last_change_at: None,
         }
     }
@@ -192,6 +189,12 @@ impl State {
     }
 }
 
+/// Holds the journal's lock until dropped.
+#[derive(Debug)]
+pub struct JournalLock {
+    _file: std::fs::File,
+}
+
 /// The journal file of one app and channel.
 #[derive(Debug, Clone)]
 pub struct Journal {
@@ -209,6 +212,39 @@ impl Journal {
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Take the journal's lock for as long as the returned guard lives, so two agents (a
+    /// daemon and a hand-run `--once`) never update the same app at once. The lock is an
+    /// `flock` on `<journal>.lock`, released by the kernel when the process dies.
+    pub fn lock(&self) -> Result<JournalLock, Error> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        let path = self.path.with_extension("lock");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io("open the lock file", &path, e))?;
+        // SAFETY: flock(2) on a file descriptor we own; no memory is shared with the kernel.
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if !locked {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(Error::AlreadyRunning {
+                path,
+                holder: holder.trim().to_string(),
+            });
+        }
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = writeln!(file, "{}", std::process::id());
+        Ok(JournalLock { _file: file })
     }
 
     /// Read the state, or a fresh one if there is no journal yet.
@@ -305,6 +341,20 @@ mod tests {
         journal.save(&State::new("other", "stable")).unwrap();
         let error = journal.load("hello", "stable").unwrap_err();
         assert!(error.to_string().contains("other/stable"), "{error}");
+    }
+
+    #[test]
+    fn a_second_agent_cannot_take_the_lock_until_the_first_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path(), "hello", "stable");
+        let first = journal.lock().unwrap();
+        let error = journal.lock().unwrap_err();
+        assert!(
+            error.to_string().contains(&std::process::id().to_string()),
+            "{error}"
+        );
+        drop(first);
+        journal.lock().unwrap();
     }
 
     #[test]

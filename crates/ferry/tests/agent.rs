@@ -1276,3 +1276,26 @@ fn a_store_that_ignores_if_none_match_still_costs_no_update_and_still_updates() 
     assert_ok(&agent_once(), "agent installing v2 through the proxy");
     assert_eq!(wait_for_version(world.port, "2.0.0"), "2.0.0");
 }
+
+#[test]
+fn a_second_agent_for_the_same_app_is_refused_while_one_runs() {
+    let world = World::new("agent-lock", false, Restart::Script);
+    world.write_config(&world.default_health());
+    world.publish(&build_deb(&world.dir, "1.0.0", None), "1.0.0");
+    let mut command = world.agent();
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(world.dir.join("agent.log")).unwrap());
+    let _daemon = ChildGuard::spawn(&mut command);
+    assert_eq!(wait_for_version(world.port, "1.0.0"), "1.0.0");
+    let second = world.agent_once(None);
+    assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("already running"),
+        "{}",
+        stderr(&second)
+    );
+    // Reading the status does not need the lock.
+    assert_eq!(world.status_json()["version"], "1.0.0");
+}
