@@ -276,3 +276,41 @@ target = "ferry-assets"
         "native version → changelog.gz"
     );
 }
+
+#[test]
+fn packs_from_cargo_toml_metadata() {
+    let dir = Dir::new("pack-cargo");
+    std::fs::create_dir_all(dir.join("target/release")).unwrap();
+    std::fs::copy(
+        "/usr/bin/true",
+        dir.join("target/release/ferry-cargo-sample"),
+    )
+    .unwrap();
+    let config = dir.write(
+        "Cargo.toml",
+        r#"[package]
+name = "ferry-cargo-sample"
+version = "0.4.0-rc.2"
+edition = "2024"
+description = "Sample packed from Cargo metadata"
+authors = ["Ferry Tests <tests@example.com>"]
+
+[package.metadata.ferry]
+files = [{ source = "target/release/ferry-cargo-sample", dest = "/usr/bin/ferry-cargo-sample" }]
+"#,
+    );
+    let deb = pack(&config, &dir.join("out"), &[]);
+    assert_eq!(
+        deb.file_name().unwrap(),
+        "ferry-cargo-sample_0.4.0~rc.2_amd64.deb"
+    );
+    assert_eq!(
+        dpkg_field(&deb, "Maintainer"),
+        "Ferry Tests <tests@example.com>"
+    );
+    assert!(
+        dpkg_listing(&deb)
+            .iter()
+            .any(|row| row.3 == "usr/bin/ferry-cargo-sample" && row.0 == "-rwxr-xr-x")
+    );
+}

@@ -129,7 +129,59 @@ impl Manifest {
                 path.display()
             )
         })?;
-        Manifest::parse(&text).with_context(|| format!("invalid {}", path.display()))
+        let is_cargo = path.file_name().is_some_and(|name| name == "Cargo.toml");
+        let parsed = if is_cargo {
+            Manifest::parse_cargo(&text)
+        } else {
+            Manifest::parse(&text)
+        };
+        parsed.with_context(|| format!("invalid {}", path.display()))
+    }
+
+    /// Parse the `[package.metadata.ferry]` table of a Cargo.toml: the same keys as
+    /// ferry.toml, with `name`, `version`, `description`, `homepage`, `license` and the
+    /// maintainer (first of `authors`) taken from Cargo's `[package]` when not given.
+    pub fn parse_cargo(text: &str) -> anyhow::Result<Manifest> {
+        let document: toml::Table = toml::from_str(text)?;
+        let cargo = document
+            .get("package")
+            .and_then(toml::Value::as_table)
+            .context("no [package] table")?;
+        let mut ferry = cargo
+            .get("metadata")
+            .and_then(|metadata| metadata.get("ferry"))
+            .and_then(toml::Value::as_table)
+            .cloned()
+            .context("no [package.metadata.ferry] table (see docs/pack.md)")?;
+        let package = ferry
+            .entry("package")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .context("[package.metadata.ferry.package] must be a table")?;
+        for key in ["name", "description", "homepage", "license"] {
+            if let Some(value) = cargo.get(key).filter(|value| value.is_str()) {
+                package.entry(key).or_insert_with(|| value.clone());
+            }
+        }
+        if let Some(version) = cargo.get("version").and_then(toml::Value::as_str) {
+            // A semver pre-release (`1.0.0-rc.1`) sorts before its release; in Debian
+            // that is `~`, and a `-` would start a Debian revision.
+            let debian = version.replacen('-', "~", 1);
+            package
+                .entry("version")
+                .or_insert_with(|| toml::Value::String(debian));
+        }
+        if let Some(author) = cargo
+            .get("authors")
+            .and_then(toml::Value::as_array)
+            .and_then(|authors| authors.first())
+            .filter(|author| author.is_str())
+        {
+            package
+                .entry("maintainer")
+                .or_insert_with(|| author.clone());
+        }
+        Ok(toml::Value::Table(ferry).try_into()?)
     }
 
     /// Parse a manifest's text.
@@ -205,6 +257,33 @@ postinst = "scripts/postinst"
         let text = EXAMPLE.replace("mode = \"0755\"", "mod = \"0755\"");
         let error = format!("{:#}", Manifest::parse(&text).unwrap_err());
         assert!(error.contains("`mod`"), "{error}");
+    }
+
+    #[test]
+    fn cargo_metadata() {
+        let text = r#"
+[package]
+name = "hello"
+version = "1.2.0-rc.1"
+description = "Hello service"
+authors = ["Ops <ops@example.com>"]
+
+[package.metadata.ferry]
+files = [{ source = "target/release/hello", dest = "/usr/bin/hello" }]
+
+[package.metadata.ferry.package]
+section = "net"
+"#;
+        let manifest = Manifest::parse_cargo(text).unwrap();
+        assert_eq!(manifest.package.name, "hello");
+        assert_eq!(manifest.package.version.as_deref(), Some("1.2.0~rc.1"));
+        assert_eq!(manifest.package.maintainer, "Ops <ops@example.com>");
+        assert_eq!(manifest.package.section.as_deref(), Some("net"));
+        assert_eq!(manifest.files.len(), 1);
+        let typo = text.replace("section =", "sektion =");
+        let error = format!("{:#}", Manifest::parse_cargo(&typo).unwrap_err());
+        assert!(error.contains("sektion"), "{error}");
+        assert!(Manifest::parse_cargo("[package]\nname = \"x\"\n").is_err());
     }
 
     #[test]
