@@ -163,3 +163,52 @@ fn install(shared: Arc<Shared>) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::task::Wake;
+    use std::time::Duration;
+
+    struct Signal(mpsc::Sender<()>);
+
+    impl Wake for Signal {
+        fn wake(self: Arc<Self>) {
+            let _ = self.0.send(());
+        }
+    }
+
+    #[test]
+    fn sigterm_resolves_the_future_and_the_blocking_wait() {
+        let shutdown = shutdown().unwrap();
+        let mut future = shutdown.clone();
+        let (sender, woken) = mpsc::channel();
+        let waker = Waker::from(Arc::new(Signal(sender)));
+        let mut context = Context::from_waker(&waker);
+        assert!(Pin::new(&mut future).poll(&mut context).is_pending());
+        assert!(!shutdown.is_requested());
+
+        let waiter = shutdown.clone();
+        let (done, waited) = mpsc::channel();
+        std::thread::spawn(move || {
+            waiter.wait();
+            let _ = done.send(());
+        });
+        // SAFETY: raise(3) delivers SIGTERM to this process, whose handler is ours now.
+        unsafe {
+            libc::raise(libc::SIGTERM);
+        }
+        woken
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the future's waker was woken");
+        assert!(Pin::new(&mut future).poll(&mut context).is_ready());
+        waited
+            .recv_timeout(Duration::from_secs(10))
+            .expect("wait() returned");
+        assert!(
+            super::shutdown().unwrap().is_requested(),
+            "later handles see it too"
+        );
+    }
+}
