@@ -7,6 +7,14 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A rollout plan (`--waves`) is malformed or makes no sense.
+    #[error("invalid rollout waves {spec:?}: {message}")]
+    InvalidRollout {
+        /// The plan as written.
+        spec: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A key file could not be read.
     #[error("cannot read key {path}")]
     ReadKey {

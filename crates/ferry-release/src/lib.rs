@@ -10,6 +10,7 @@ mod document;
 mod envelope;
 mod error;
 mod keys;
+mod rollout;
 
 pub use document::{
     ArtifactRef, ChannelPointer, Release, ReleaseRef, Rollout, SCHEMA, Wave, format_time, now_utc,
@@ -19,6 +20,7 @@ pub use envelope::{
     sign_document, verify_artifact_signature, verify_envelope, verify_pointer, verify_release,
 };
 pub use error::Error;
+pub use rollout::{format_delay, host_percentile, rollout_seed};
 pub use keys::{GeneratedKeyPair, KeyId, SigningKey, TrustedKeys, generate_key_pair};
 
 /// The result type of this crate.
