@@ -1296,6 +1296,11 @@ fn a_second_agent_for_the_same_app_is_refused_while_one_runs() {
         "{}",
         stderr(&second)
     );
-    // Reading the status does not need the lock.
+    // Reading the status does not need the lock (the commit may land a moment after the
+    // service answers, so wait for it, bounded).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline && world.status_json()["version"] != "1.0.0" {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(world.status_json()["version"], "1.0.0");
 }
