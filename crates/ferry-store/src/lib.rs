@@ -15,8 +15,8 @@ pub use channel::{
 pub use error::Error;
 pub use progress::{NoProgress, Progress};
 pub use publish::{
-    ArtifactInput, PlannedArtifact, PublishOptions, PublishOutcome, PublishPlan, plan_publish,
-    repoint_channel,
+    ArtifactInput, PauseOutcome, PlannedArtifact, PublishOptions, PublishOutcome, PublishPlan,
+    plan_publish, repoint_channel, set_paused,
 };
 pub use store::{
     ConditionalPut, CreateOutcome, Fetched, MULTIPART_THRESHOLD, Object, ObjectInfo, Store,

@@ -441,3 +441,53 @@ pub async fn repoint_channel(
     require_conditional_put(store, options.single_publisher).await?;
     repoint(store, key, options, release).await
 }
+
+/// What [`set_paused`] did.
+#[derive(Debug, Clone)]
+pub enum PauseOutcome {
+    /// A new pointer state was written.
+    Changed(Advanced),
+    /// The channel already was in the requested state; nothing was written.
+    Unchanged(ChannelPointer),
+}
+
+/// Pause (`paused = true`) or resume a channel: a new pointer state with the next serial, the
+/// same release, rollout and expiry, and — unless `restart_waves` — the same `published_at`,
+/// so the waves keep their time base across a pause. With `restart_waves` the waves count
+/// again from now.
+pub async fn set_paused(
+    store: &Store,
+    key: &SigningKey,
+    app: &str,
+    channel: &str,
+    paused: bool,
+    restart_waves: bool,
+    single_publisher: bool,
+) -> Result<PauseOutcome, Error> {
+    let Some(current) = read_pointer(store, app, channel).await? else {
+        return Err(Error::InvalidRequest(format!(
+            "channel {app}/{channel} has never been published; nothing to {}",
+            if paused { "pause" } else { "resume" }
+        )));
+    };
+    if current.pointer.paused == paused && !restart_waves {
+        return Ok(PauseOutcome::Unchanged(current.pointer));
+    }
+    require_conditional_put(store, single_publisher).await?;
+    let advanced = advance_channel(store, key, app, channel, single_publisher, |serial, now| {
+        let Some(now) = now else {
+            return Err(Error::InvalidRequest(format!(
+                "channel {app}/{channel} disappeared while changing it"
+            )));
+        };
+        let mut pointer = now.clone();
+        pointer.serial = serial;
+        pointer.paused = paused;
+        if restart_waves {
+            pointer.published_at = ferry_release::now_utc();
+        }
+        Ok(pointer)
+    })
+    .await?;
+    Ok(PauseOutcome::Changed(advanced))
+}

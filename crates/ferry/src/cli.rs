@@ -40,6 +40,10 @@ pub enum Command {
     Promote(commands::promote::Args),
     /// Check a channel's signatures and re-hash its artifacts.
     Verify(commands::verify::Args),
+    /// Hold a channel's rollout: agents install nothing new until `ferry resume`.
+    Pause(commands::pause::Args),
+    /// Release a paused rollout (waves keep their original time base).
+    Resume(commands::pause::ResumeArgs),
     /// Run the update agent on a server (or `ferry agent status`).
     Agent(commands::agent::Args),
     /// Supervise a service: hold its sockets and swap processes without dropping requests.
@@ -59,6 +63,8 @@ impl Command {
             Command::Rollback(args) => commands::rollback::run(args),
             Command::Promote(args) => commands::promote::run(args),
             Command::Verify(args) => commands::verify::run(args),
+            Command::Pause(args) => commands::pause::run(args),
+            Command::Resume(args) => commands::pause::run_resume(args),
             Command::Agent(args) => commands::agent::run(args),
             Command::Run(args) => commands::run::run(args),
             Command::Quickstart(args) => commands::quickstart::run(args),

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod inspect;
 pub mod keygen;
 pub mod pack;
+pub mod pause;
 pub mod promote;
 pub mod publish;
 pub mod quickstart;

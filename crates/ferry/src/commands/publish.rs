@@ -39,6 +39,19 @@ pub struct Args {
     /// publish can run at the same time).
     #[arg(long)]
     pub single_publisher: bool,
+    /// Staged rollout: PERCENT%:DELAY waves, delays counted from this publish, e.g.
+    /// `5%:0,25%:10m,100%:1h` (percents increasing up to 100%, delays never decreasing).
+    /// Default: every host at once.
+    #[arg(long, value_name = "WAVES", conflicts_with = "now")]
+    pub waves: Option<String>,
+    /// Every host at once, no waves (also what happens without --waves; say it to make an
+    /// urgent fix explicit).
+    #[arg(long)]
+    pub now: bool,
+    /// The largest clock difference between a host and true time you allow; consecutive
+    /// waves must be at least twice this far apart so that skewed clocks never reorder them.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", default_value = "5m")]
+    pub max_clock_skew: Duration,
     /// Print what would be done; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -89,6 +102,7 @@ fn plan_json(plan: &PublishPlan) -> serde_json::Value {
         "release_exists": plan.release_exists,
         "current_serial": plan.current_serial,
         "channel_unchanged": plan.channel_unchanged,
+        "waves": plan.options.rollout.to_spec(),
     })
 }
 
@@ -120,6 +134,7 @@ fn print_plan(plan: &PublishPlan, store: &str) {
         "  release apps/{}/releases/{}.json: {release}",
         plan.options.app, plan.version
     );
+    println!("  waves: {}", plan.options.rollout.to_spec());
     if plan.channel_unchanged {
         println!(
             "  channel {}: already at {}, unchanged",
@@ -142,6 +157,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|file| read_package(file))
         .collect::<anyhow::Result<_>>()?;
+    let rollout = match (&args.waves, args.now) {
+        (Some(spec), false) => {
+            let rollout = ferry_release::Rollout::parse(spec)?;
+            rollout.check_clock_skew(args.max_clock_skew.as_secs())?;
+            rollout
+        }
+        _ => ferry_release::Rollout::default(),
+    };
     let key = args.key.load()?;
     let app = match &args.app {
         Some(app) => app.clone(),
@@ -151,7 +174,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         app,
         channel: args.channel.clone(),
         notes: args.notes.clone(),
-        rollout: Default::default(),
+        rollout,
         expires_at: args
             .expires_in
             .map(|duration| ferry_release::now_utc() + duration),
@@ -198,13 +221,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         match &outcome.advanced {
             Some(advanced) => {
                 println!(
-                    "published {} {} to {}/{} serial {} (key {})",
+                    "published {} {} to {}/{} serial {} (key {}), waves {}",
                     plan.package,
                     plan.version,
                     plan.options.app,
                     plan.options.channel,
                     advanced.serial,
-                    key.id()
+                    key.id(),
+                    plan.options.rollout.to_spec()
                 );
                 if let Some(newer) = advanced.superseded_by {
                     println!(
