@@ -238,6 +238,11 @@ impl Supervisor {
         }
         tracing::info!("shutting down: draining");
         self.requests.close();
+        while let Ok(Request::Reload(reply)) = self.requests.try_recv() {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(Error::ShuttingDown));
+            }
+        }
         if let Some(socket) = &self.config.systemd_notify_socket {
             let _ = notify_systemd(socket, "STOPPING=1");
         }
