@@ -122,6 +122,8 @@ pub fn spawn(
     let count = sources.len() as libc::c_int;
     let mut scratch: Vec<libc::c_int> = vec![-1; sources.len()];
     let scratch_pointer = scratch.as_mut_ptr();
+    // SAFETY: getpid(2) has no preconditions.
+    let supervisor_pid = unsafe { libc::getpid() };
 
     // SAFETY: after fork the child only calls async-signal-safe functions on memory prepared
     // above (its private copy), then execs or _exits.
@@ -142,6 +144,7 @@ pub fn spawn(
                 scratch_pointer,
                 count,
                 listen_pid_digits,
+                supervisor_pid,
             )
         }
     }
@@ -166,9 +169,25 @@ unsafe fn child_after_fork(
     scratch: *mut libc::c_int,
     count: libc::c_int,
     listen_pid_digits: *mut u8,
+    supervisor_pid: libc::pid_t,
 ) -> ! {
     unsafe {
         libc::setpgid(0, 0);
+        // If the supervisor dies without draining (SIGKILL, a crash), the app is told to
+        // drain instead of living on unsupervised. The signal follows the death of the thread
+        // that forked; `Supervisor::run` forks from the task that runs it, which in `ferry
+        // run` is the main thread. Checked again after arming, in case the supervisor died
+        // in between.
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        if libc::getppid() != supervisor_pid {
+            libc::_exit(125);
+        }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());

@@ -336,3 +336,82 @@ fn a_program_installed_after_the_supervisor_started_is_started_when_it_appears()
         .expect("the queued request is answered");
     assert_eq!(early.body, "late\n");
 }
+
+#[test]
+fn an_app_failing_its_health_url_is_never_marked_ready() {
+    let dir = Dir::new("run-unhealthy");
+    let port = free_port();
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let control = dir.join("control.sock");
+    let hello = workspace_binary("hello-service");
+    let mut command = ferry_run(
+        &dir,
+        &[
+            "--listen",
+            &format!("http={address}"),
+            "--health",
+            &format!("http://{address}/health"),
+            "--ready-timeout",
+            "1",
+            "--control",
+            control.to_str().unwrap(),
+            "--",
+            hello.to_str().unwrap(),
+        ],
+    );
+    // READY=1 is sent, but /health answers 500: with --health, the probe decides.
+    command.env("HELLO_MODE", "unhealthy");
+    let _supervisor = ChildGuard::spawn(&mut command);
+    let refused = eventually(TIMEOUT, || {
+        log(&dir)
+            .contains("was not ready within 1.0 s")
+            .then_some(())
+    });
+    assert!(refused.is_some(), "log:\n{}", log(&dir));
+    assert!(log(&dir).contains("/health to answer 2xx"), "{}", log(&dir));
+    let error = ferry_supervisor::control::status(&control, TIMEOUT).unwrap_err();
+    assert!(
+        error.to_string().contains("no process is running"),
+        "{error}"
+    );
+}
+
+/// Regression: a `ferry run` killed with SIGKILL left its app running, unsupervised and
+/// holding the port. The app now gets SIGTERM when its supervisor dies.
+#[test]
+fn the_app_is_stopped_when_the_supervisor_is_killed() {
+    let dir = Dir::new("run-killed");
+    let port = free_port();
+    let control = dir.join("control.sock");
+    let hello = workspace_binary("hello-service");
+    let mut supervisor = ChildGuard::spawn(&mut ferry_run(
+        &dir,
+        &[
+            "--listen",
+            &format!("http=127.0.0.1:{port}"),
+            "--control",
+            control.to_str().unwrap(),
+            "--",
+            hello.to_str().unwrap(),
+        ],
+    ));
+    let pid = eventually(TIMEOUT, || status(&control).and_then(|s| s.pid))
+        .unwrap_or_else(|| panic!("not up; log:\n{}", log(&dir)));
+    supervisor.child().kill().unwrap();
+    supervisor.child().wait().unwrap();
+    // Gone, or a zombie waiting for whoever inherited it to reap it.
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| {
+                !stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(false)
+    };
+    let stopped = eventually(TIMEOUT, || (!running()).then_some(()));
+    assert!(
+        stopped.is_some(),
+        "hello-service {pid} outlived its supervisor"
+    );
+}
