@@ -161,6 +161,8 @@ pub fn spawn(
 ///
 /// # Safety
 /// Only to be called in the child right after fork, with the buffers prepared by [`spawn`].
+// Each argument is one piece prepared before fork; bundling them would only move the list.
+#[allow(clippy::too_many_arguments)]
 unsafe fn child_after_fork(
     program: &CString,
     argv: &[*const libc::c_char],
