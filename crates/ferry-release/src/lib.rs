@@ -20,8 +20,8 @@ pub use envelope::{
     sign_document, verify_artifact_signature, verify_envelope, verify_pointer, verify_release,
 };
 pub use error::Error;
-pub use rollout::{format_delay, host_percentile, rollout_seed};
 pub use keys::{GeneratedKeyPair, KeyId, SigningKey, TrustedKeys, generate_key_pair};
+pub use rollout::{format_delay, host_percentile, rollout_seed};
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

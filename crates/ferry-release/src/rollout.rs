@@ -50,7 +50,9 @@ fn parse_delay(text: &str, spec: &str) -> Result<u64, Error> {
     let number: u64 = number.parse().map_err(|_| {
         invalid(
             spec,
-            format!("delay {text:?} is not a whole number with an optional unit s, m, h or d (e.g. 10m)"),
+            format!(
+                "delay {text:?} is not a whole number with an optional unit s, m, h or d (e.g. 10m)"
+            ),
         )
     })?;
     let scale = match unit {
@@ -335,9 +337,7 @@ mod tests {
         // the host's skewed clock lets it update.
         let first_true_second = |percentile: u8, offset: i64| -> i64 {
             (-400..4000)
-                .find(|second| {
-                    rollout.host_may_update(percentile, published, at(second + offset))
-                })
+                .find(|second| rollout.host_may_update(percentile, published, at(second + offset)))
                 .expect("every host updates within the plan")
         };
         let offsets = [-(skew as i64), -120, -1, 0, 1, 120, skew as i64];

@@ -16,7 +16,7 @@ pub use error::Error;
 pub use progress::{NoProgress, Progress};
 pub use publish::{
     ArtifactInput, PauseOutcome, PlannedArtifact, PublishOptions, PublishOutcome, PublishPlan,
-    plan_publish, repoint_channel, set_paused,
+    plan_publish, repoint_channel, rollback_channel, set_paused,
 };
 pub use store::{
     ConditionalPut, CreateOutcome, Fetched, MULTIPART_THRESHOLD, Object, ObjectInfo, Store,

@@ -491,3 +491,33 @@ pub async fn set_paused(
     .await?;
     Ok(PauseOutcome::Changed(advanced))
 }
+
+/// Roll a channel back (as `ferry rollback`): a new pointer state with a higher serial naming
+/// `to`, or the newest earlier release with another version. Returns the version it moved
+/// from and the new state.
+pub async fn rollback_channel(
+    store: &Store,
+    key: &SigningKey,
+    app: &str,
+    channel: &str,
+    to: Option<&str>,
+    single_publisher: bool,
+) -> Result<(String, Advanced), Error> {
+    let Some(current) = read_pointer(store, app, channel).await? else {
+        return Err(Error::InvalidRequest(format!(
+            "channel {app}/{channel} has never been published; nothing to roll back"
+        )));
+    };
+    let entries = crate::channel::history(store, app, channel, None).await?;
+    let target = crate::channel::rollback_target(&entries, &current.pointer, to)?;
+    let options = PublishOptions {
+        app: app.to_owned(),
+        channel: channel.to_owned(),
+        notes: String::new(),
+        rollout: Rollout::default(),
+        expires_at: None,
+        single_publisher,
+    };
+    let advanced = repoint_channel(store, key, &options, target).await?;
+    Ok((current.pointer.release.version, advanced))
+}

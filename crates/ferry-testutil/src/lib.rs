@@ -3,6 +3,7 @@
 
 pub mod fleet;
 pub mod http;
+pub mod rollout;
 pub mod s3;
 
 use std::net::TcpListener;

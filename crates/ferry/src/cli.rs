@@ -44,6 +44,12 @@ pub enum Command {
     Pause(commands::pause::Args),
     /// Release a paused rollout (waves keep their original time base).
     Resume(commands::pause::ResumeArgs),
+    /// Show the fleet: every host's version and state, a summary per version, wave progress.
+    Status(commands::status::Args),
+    /// Follow a rollout and halt it (pause or roll back) when too many hosts fail.
+    Watch(commands::watch::Args),
+    /// Serve a read-only web page with the fleet's status, refreshing itself.
+    Dashboard(commands::dashboard::Args),
     /// Run the update agent on a server (or `ferry agent status`).
     Agent(commands::agent::Args),
     /// Supervise a service: hold its sockets and swap processes without dropping requests.
@@ -65,6 +71,9 @@ impl Command {
             Command::Verify(args) => commands::verify::run(args),
             Command::Pause(args) => commands::pause::run(args),
             Command::Resume(args) => commands::pause::run_resume(args),
+            Command::Status(args) => commands::status::run(args),
+            Command::Watch(args) => commands::watch::run(args),
+            Command::Dashboard(args) => commands::dashboard::run(args),
             Command::Agent(args) => commands::agent::run(args),
             Command::Run(args) => commands::run::run(args),
             Command::Quickstart(args) => commands::quickstart::run(args),

@@ -1,6 +1,7 @@
 //! One file per subcommand: its flags and the glue from them to the library crates.
 
 pub mod agent;
+pub mod dashboard;
 pub mod inspect;
 pub mod keygen;
 pub mod pack;
@@ -11,5 +12,7 @@ pub mod quickstart;
 pub mod releases;
 pub mod rollback;
 pub mod run;
+pub mod status;
 pub mod store_args;
 pub mod verify;
+pub mod watch;

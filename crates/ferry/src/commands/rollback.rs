@@ -5,8 +5,6 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use ferry_store::PublishOptions;
-
 use super::store_args::{KeyArgs, StoreArgs, runtime};
 use crate::env;
 
@@ -35,28 +33,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = args.store.open(false)?;
     let runtime = runtime()?;
     let (from, advanced) = runtime
-        .block_on(async {
-            let Some(current) = ferry_store::read_pointer(&store, &args.app, &args.channel).await?
-            else {
-                return Err(ferry_store::Error::InvalidRequest(format!(
-                    "channel {}/{} has never been published; nothing to roll back",
-                    args.app, args.channel
-                )));
-            };
-            let entries = ferry_store::history(&store, &args.app, &args.channel, None).await?;
-            let target =
-                ferry_store::rollback_target(&entries, &current.pointer, args.to.as_deref())?;
-            let options = PublishOptions {
-                app: args.app.clone(),
-                channel: args.channel.clone(),
-                notes: String::new(),
-                rollout: Default::default(),
-                expires_at: None,
-                single_publisher: args.single_publisher,
-            };
-            let advanced = ferry_store::repoint_channel(&store, &key, &options, target).await?;
-            Ok((current.pointer.release.version, advanced))
-        })
+        .block_on(ferry_store::rollback_channel(
+            &store,
+            &key,
+            &args.app,
+            &args.channel,
+            args.to.as_deref(),
+            args.single_publisher,
+        ))
         .with_context(|| {
             format!(
                 "cannot roll back {}/{} in {}",

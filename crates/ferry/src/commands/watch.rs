@@ -1,0 +1,230 @@
+//! `ferry watch`: follow a rollout through the host reports and halt it when too many hosts
+//! fail the release — a signed pause, or with `--rollback` a signed rollback — then say what
+//! was done. The exit status tells a CI job how it ended (see `EXIT STATUS` in `--help`).
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ferry_fleet::{Threshold, Verdict};
+use ferry_store::PauseOutcome;
+
+use super::store_args::{KeyArgs, StoreArgs, runtime};
+use crate::env;
+
+/// Every host is on the release (or failed it within the threshold).
+const EXIT_ROLLED_OUT: u8 = 0;
+/// Too many failures: the rollout was paused.
+const EXIT_PAUSED: u8 = 2;
+/// Too many failures: the channel was rolled back.
+const EXIT_ROLLED_BACK: u8 = 3;
+/// `--timeout` passed before the rollout finished.
+const EXIT_TIMED_OUT: u8 = 4;
+/// The channel moved to another release while watching (someone else published or rolled
+/// back).
+const EXIT_SUPERSEDED: u8 = 5;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "EXIT STATUS:\n  \
+    0  rolled out: every reporting host runs the release (or failed it within --max-failures)\n  \
+    1  error (bad arguments, the store could not be read at start, the halt could not be written)\n  \
+    2  halted: failures exceeded --max-failures and the rollout was paused\n  \
+    3  halted: failures exceeded --max-failures and the channel was rolled back (--rollback)\n  \
+    4  timed out: --timeout passed before the rollout finished\n  \
+    5  superseded: the channel was pointed at another release while watching")]
+pub struct Args {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The app.
+    #[arg(long, env = env::FERRY_APP)]
+    pub app: String,
+    /// The channel.
+    #[arg(long, env = env::FERRY_CHANNEL, default_value = "stable")]
+    pub channel: String,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Halt when more hosts than this failed the release: a share of the reporting hosts
+    /// (`5%`) or a number of hosts (`3`).
+    #[arg(long, default_value = "5%", value_name = "LIMIT")]
+    pub max_failures: String,
+    /// Halt by rolling the channel back to the previous release instead of pausing it.
+    #[arg(long)]
+    pub rollback: bool,
+    /// The release to watch (default: the one the channel names now).
+    #[arg(long = "release", value_name = "VERSION")]
+    pub release: Option<String>,
+    /// Give up (exit 4) after this long.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", default_value = "1h")]
+    pub timeout: Duration,
+    /// Time between reads of the host reports.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", default_value = "2s")]
+    pub interval: Duration,
+    /// Write even on a store that ignores conditional writes.
+    #[arg(long)]
+    pub single_publisher: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let threshold = Threshold::parse(&args.max_failures)?;
+    let key = args.key.load()?;
+    let store = args.store.open(false)?;
+    let runtime = runtime()?;
+    // Never judged stale here: the judge counts failures and completions only.
+    let stale_after = Duration::from_secs(3600);
+    let read = |store: &ferry_store::Store| {
+        runtime.block_on(ferry_fleet::collect(
+            store,
+            &args.app,
+            &args.channel,
+            stale_after,
+        ))
+    };
+    let first = read(&store).with_context(|| {
+        format!(
+            "cannot read {}/{} from {}",
+            args.app,
+            args.channel,
+            store.url()
+        )
+    })?;
+    let Some(pointer) = &first.pointer else {
+        anyhow::bail!(
+            "channel {}/{} has never been published; nothing to watch",
+            args.app,
+            args.channel
+        );
+    };
+    let version = args.release.clone().unwrap_or(pointer.version.clone());
+    eprintln!(
+        "watching {}/{} roll out {version} (serial {}, waves {}); halting by {} above {threshold} failed hosts",
+        args.app,
+        args.channel,
+        pointer.serial,
+        pointer.waves,
+        if args.rollback { "rollback" } else { "pause" },
+    );
+    let started = Instant::now();
+    let mut last_line = String::new();
+    let mut status = first;
+    loop {
+        let verdict = ferry_fleet::judge(&status, &version, threshold);
+        let line = match &verdict {
+            Verdict::Rolling {
+                updated,
+                failed,
+                total,
+            } => format!(
+                "{updated}/{total} hosts on {version}, {failed} failed{}",
+                if status.pointer.as_ref().is_some_and(|pointer| pointer.paused) {
+                    " (channel paused)"
+                } else {
+                    ""
+                }
+            ),
+            other => format!("{other:?}"),
+        };
+        if line != last_line {
+            eprintln!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64());
+            last_line = line;
+        }
+        match verdict {
+            Verdict::Rolling { .. } => {}
+            Verdict::Done { updated, failed } => {
+                println!(
+                    "rolled out {version} on {}/{}: {updated} hosts updated, {failed} failed (within {threshold})",
+                    args.app, args.channel
+                );
+                return Ok(ExitCode::from(EXIT_ROLLED_OUT));
+            }
+            Verdict::Superseded { version: now, serial } => {
+                println!(
+                    "{}/{} no longer names {version}: it names {} (serial {}); stopped watching",
+                    args.app,
+                    args.channel,
+                    now.as_deref().unwrap_or("nothing"),
+                    serial.map_or("-".into(), |serial| serial.to_string())
+                );
+                return Ok(ExitCode::from(EXIT_SUPERSEDED));
+            }
+            Verdict::Failing { failed, total } => {
+                let failed_hosts: Vec<&str> = status
+                    .hosts
+                    .iter()
+                    .filter(|host| host.failed_current)
+                    .map(|host| host.host.as_str())
+                    .collect();
+                return halt(&args, &runtime, &store, &key, &version, failed, total, &failed_hosts, threshold);
+            }
+        }
+        if started.elapsed() >= args.timeout {
+            println!(
+                "timed out after {} watching {version} on {}/{}: {last_line}",
+                humantime::format_duration(args.timeout),
+                args.app,
+                args.channel
+            );
+            return Ok(ExitCode::from(EXIT_TIMED_OUT));
+        }
+        std::thread::sleep(args.interval.min(args.timeout.saturating_sub(started.elapsed())));
+        match read(&store) {
+            Ok(next) => status = next,
+            Err(error) => eprintln!("warning: cannot read the fleet's status (retrying): {error:#}"),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn halt(
+    args: &Args,
+    runtime: &tokio::runtime::Runtime,
+    store: &ferry_store::Store,
+    key: &ferry_release::SigningKey,
+    version: &str,
+    failed: usize,
+    total: usize,
+    failed_hosts: &[&str],
+    threshold: Threshold,
+) -> anyhow::Result<ExitCode> {
+    let why = format!(
+        "{failed} of {total} hosts failed {version} (more than {threshold}): {}",
+        failed_hosts.join(", ")
+    );
+    if args.rollback {
+        let (from, advanced) = runtime
+            .block_on(ferry_store::rollback_channel(
+                store,
+                key,
+                &args.app,
+                &args.channel,
+                None,
+                args.single_publisher,
+            ))
+            .with_context(|| format!("{why}; and the rollback FAILED"))?;
+        println!(
+            "HALTED: {why}\nrolled back {}/{} from {from} to {} (serial {})",
+            args.app, args.channel, advanced.pointer.release.version, advanced.serial
+        );
+        Ok(ExitCode::from(EXIT_ROLLED_BACK))
+    } else {
+        let outcome = runtime
+            .block_on(ferry_store::set_paused(
+                store,
+                key,
+                &args.app,
+                &args.channel,
+                true,
+                false,
+                args.single_publisher,
+            ))
+            .with_context(|| format!("{why}; and the pause FAILED"))?;
+        let serial = match outcome {
+            PauseOutcome::Changed(advanced) => advanced.serial,
+            PauseOutcome::Unchanged(pointer) => pointer.serial,
+        };
+        println!(
+            "HALTED: {why}\npaused {}/{} at serial {serial}; hosts that have {version} keep it, no other host installs it. `ferry rollback` to go back, `ferry resume` to go on",
+            args.app, args.channel
+        );
+        Ok(ExitCode::from(EXIT_PAUSED))
+    }
+}
