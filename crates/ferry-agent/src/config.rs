@@ -114,6 +114,9 @@ pub struct HealthFile {
     pub timeout: Option<String>,
     /// Time between attempts within the deadline (default `250ms`).
     pub retry: Option<String>,
+    /// Passes in a row needed (default 3), so one answer from a draining old process does
+    /// not count.
+    pub successes: Option<u32>,
 }
 
 /// What the command line and the environment override. Each field is `None` when neither set it.
@@ -256,6 +259,8 @@ pub struct Health {
     pub timeout: Duration,
     /// Time between attempts.
     pub retry: Duration,
+    /// Passes in a row needed to call the service healthy.
+    pub successes: u32,
 }
 
 /// One health probe.
@@ -522,6 +527,7 @@ impl Settings {
                 probe: Probe::None,
                 timeout: Duration::from_secs(20),
                 retry: Duration::from_millis(250),
+                successes: 1,
             },
         };
         Ok(Settings {
@@ -674,10 +680,18 @@ fn resolve_health(file: HealthFile, origin: &Path) -> Result<Health, Error> {
             "[health] set only one of `http`, `tcp`, `command`, `running-for`",
         ));
     }
+    let successes = file.successes.unwrap_or(3);
+    if successes == 0 {
+        return Err(config_error(
+            origin,
+            "[health] `successes` must be at least 1",
+        ));
+    }
     Ok(Health {
         probe: probes.pop().unwrap_or(Probe::None),
         timeout,
         retry,
+        successes,
     })
 }
 

@@ -37,7 +37,12 @@ pub async fn check(health: &Health, version: &str, pid: Option<u32>) -> Result<(
             message: format!("process {pid} is not running after {duration:?}: {error}"),
         });
     }
+    // Several passes in a row: right after a swap the old process may still accept a
+    // connection or two before it starts draining, and one lucky answer from it must not
+    // commit a release whose own process is unhealthy.
     let mut attempts = 0u32;
+    let mut passes = 0u32;
+    let mut last_failure = String::new();
     loop {
         attempts += 1;
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -46,20 +51,37 @@ pub async fn check(health: &Health, version: &str, pid: Option<u32>) -> Result<(
             probe_once(&health.probe, version),
         )
         .await;
-        let failure = match attempt {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(message)) => message,
-            Err(_) => "no answer before the deadline".to_string(),
-        };
+        match attempt {
+            Ok(Ok(())) => {
+                passes += 1;
+                if passes >= health.successes.max(1) {
+                    return Ok(());
+                }
+            }
+            Ok(Err(message)) => {
+                passes = 0;
+                last_failure = message;
+            }
+            Err(_) => {
+                passes = 0;
+                last_failure = "no answer before the deadline".to_string();
+            }
+        }
         if tokio::time::Instant::now() + health.retry >= deadline {
+            if last_failure.is_empty() {
+                last_failure =
+                    format!("only {passes} passes in a row, {} needed", health.successes);
+            }
             return Err(Error::Unhealthy {
                 message: format!(
-                    "{failure} (after {attempts} attempts in {:?})",
+                    "{last_failure} (after {attempts} attempts in {:?})",
                     health.timeout
                 ),
             });
         }
-        tracing::debug!(attempt = attempts, failure = %failure, "health check not passing yet");
+        if passes == 0 {
+            tracing::debug!(attempt = attempts, failure = %last_failure, "health check not passing yet");
+        }
         tokio::time::sleep(health.retry).await;
     }
 }
@@ -214,6 +236,7 @@ mod tests {
             },
             timeout: Duration::from_millis(600),
             retry: Duration::from_millis(50),
+            successes: 2,
         }
     }
 
@@ -238,6 +261,39 @@ mod tests {
         assert!(error.to_string().contains("500"), "{error}");
     }
 
+    /// Regression: right after a swap, one answer from the draining old process committed an
+    /// unhealthy release. One pass followed by failures must not count.
+    #[tokio::test]
+    async fn one_lucky_answer_from_an_old_process_is_not_healthy() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut served = 0;
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buffer = [0u8; 1024];
+                let _ = socket.read(&mut buffer).await;
+                let response = if served == 0 {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"
+                } else {
+                    "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+                };
+                served += 1;
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        let health = Health {
+            probe: Probe::Http {
+                url: format!("http://{address}/health"),
+                expect_body: None,
+            },
+            timeout: Duration::from_millis(500),
+            retry: Duration::from_millis(50),
+            successes: 3,
+        };
+        let error = check(&health, "1", None).await.unwrap_err();
+        assert!(error.to_string().contains("500"), "{error}");
+    }
+
     #[tokio::test]
     async fn tcp_and_command_probes() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -246,6 +302,7 @@ mod tests {
             probe,
             timeout: Duration::from_millis(300),
             retry: Duration::from_millis(50),
+            successes: 1,
         };
         check(
             &health(Probe::Tcp {
@@ -293,6 +350,7 @@ mod tests {
             },
             timeout: Duration::from_secs(1),
             retry: Duration::from_millis(50),
+            successes: 1,
         };
         let mut alive = std::process::Command::new("sleep")
             .arg("10")

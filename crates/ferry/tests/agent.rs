@@ -1022,6 +1022,13 @@ fn store_down_backs_off_without_touching_the_service_and_recovers() {
     world.publish(&build_deb(&world.dir, "2.0.0", None), "2.0.0");
     gate.open.store(true, Ordering::Relaxed);
     assert_eq!(wait_for_version(world.port, "2.0.0"), "2.0.0");
+    // The commit follows the health check, a moment after the service first answers v2.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline
+        && metrics_value(metrics_port, "ferry_agent_installs_total").unwrap_or(0) < 2
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(metrics_value(metrics_port, "ferry_agent_installs_total").unwrap_or(0) >= 2);
     assert_eq!(
         metrics_value(metrics_port, "ferry_agent_current_serial"),
