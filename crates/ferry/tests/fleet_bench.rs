@@ -147,6 +147,8 @@ struct Before {
     requests: usize,
     /// The agents' CPU time so far.
     cpu: Duration,
+    /// moto's CPU time so far.
+    moto_cpu: Duration,
     /// When the pointer was written (the publish command returned).
     published: OffsetDateTime,
     /// The same moment on the monotonic clock.
@@ -157,6 +159,7 @@ impl Before {
     fn take(agents: &[Agent], moto: &Moto, publish: impl FnOnce()) -> Before {
         let requests = moto.requests().len();
         let cpu = total_cpu(agents);
+        let moto_cpu = cpu_time(moto.guard.id()).unwrap_or_default();
         let command_started = Instant::now();
         publish();
         println!();
@@ -167,6 +170,7 @@ impl Before {
         Before {
             requests,
             cpu,
+            moto_cpu,
             published: OffsetDateTime::now_utc(),
             started: Instant::now(),
         }
@@ -178,18 +182,58 @@ struct Agent {
     guard: GroupGuard,
 }
 
-/// When each agent logged `release committed` for `version` at `serial` (None: not yet).
-fn commit_time(log: &Path, version: &str, serial: u64) -> Option<OffsetDateTime> {
+/// When an agent logged `message` (e.g. `release committed`) for `version` at `serial`.
+fn logged_at(log: &Path, message: &str, version: &str, serial: u64) -> Option<OffsetDateTime> {
     let text = std::fs::read_to_string(log).ok()?;
     let version_field = format!("version={version} ");
     let serial_field = format!("serial={serial} ");
     text.lines()
         .filter(|line| {
-            line.contains("release committed")
-                && line.contains(&version_field)
-                && line.contains(&serial_field)
+            line.contains(message) && line.contains(&version_field) && line.contains(&serial_field)
         })
         .find_map(|line| OffsetDateTime::parse(line.split_whitespace().next()?, &Rfc3339).ok())
+}
+
+/// When an agent committed `version` at `serial` (None: not yet).
+fn commit_time(log: &Path, version: &str, serial: u64) -> Option<OffsetDateTime> {
+    logged_at(log, "release committed", version, serial)
+}
+
+/// The agents' warnings and errors logged since `since`, grouped by their message's start.
+fn warnings_since(agents: &[Agent], since: OffsetDateTime) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for agent in agents {
+        let Ok(text) = std::fs::read_to_string(&agent.log) else {
+            continue;
+        };
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            let (Some(at), Some(level)) = (words.next(), words.next()) else {
+                continue;
+            };
+            if !matches!(level, "WARN" | "ERROR")
+                || OffsetDateTime::parse(at, &Rfc3339).is_ok_and(|at| at < since)
+            {
+                continue;
+            }
+            let message: String = words.collect::<Vec<_>>().join(" ");
+            let head = message.split(':').next().unwrap_or_default();
+            *seen.entry(format!("{level} {head}")).or_default() += 1;
+        }
+    }
+    seen
+}
+
+/// The machine's load average (1, 5, 15 minutes), to judge how busy it was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
 }
 
 fn percentile(sorted: &[f64], fraction: f64) -> f64 {
@@ -220,6 +264,7 @@ fn measure_rollout(
     let Before {
         requests: requests_before,
         cpu: cpu_before,
+        moto_cpu: moto_cpu_before,
         published,
         started,
     } = before;
@@ -236,6 +281,9 @@ fn measure_rollout(
     }
     let elapsed = started.elapsed();
     let cpu = total_cpu(agents).saturating_sub(cpu_before);
+    let moto_cpu = cpu_time(moto.guard.id())
+        .unwrap_or_default()
+        .saturating_sub(moto_cpu_before);
     let requests = moto.requests();
     let window = &requests[requests_before.min(requests.len())..];
     let mut latencies: Vec<f64> = done.iter().flatten().copied().collect();
@@ -243,11 +291,24 @@ fn measure_rollout(
     let missing = agents.len() - latencies.len();
     let p99 = percentile(&latencies, 0.99);
     let goal = interval.as_secs_f64() + 3.0;
+    // Where the time went: until the agent saw the new pointer, and from there to the commit.
+    let (mut polls, mut updates) = (Vec::new(), Vec::new());
+    for agent in agents {
+        let seen = logged_at(&agent.log, "pointer verified", version, serial);
+        let committed = commit_time(&agent.log, version, serial);
+        if let (Some(seen), Some(committed)) = (seen, committed) {
+            polls.push((seen - published).as_seconds_f64());
+            updates.push((committed - seen).as_seconds_f64());
+        }
+    }
+    polls.sort_by(f64::total_cmp);
+    updates.sort_by(f64::total_cmp);
     println!();
     println!(
-        "== {title}: {} of {} hosts running {version} (serial {serial})",
+        "== {title}: {} of {} hosts running {version} (serial {serial}); load average {}",
         latencies.len(),
-        agents.len()
+        agents.len(),
+        load_average()
     );
     if missing > 0 {
         println!("   {missing} hosts did NOT get there within {ROLLOUT_DEADLINE:?}");
@@ -258,6 +319,13 @@ fn measure_rollout(
         p99,
         latencies.last().copied().unwrap_or(f64::NAN),
         latencies.first().copied().unwrap_or(f64::NAN),
+    );
+    println!(
+        "     of which: until the agent saw the pointer p50 {:.2} s, p99 {:.2} s; seen → committed (download, unpack, health, reports) p50 {:.2} s, p99 {:.2} s",
+        percentile(&polls, 0.50),
+        percentile(&polls, 0.99),
+        percentile(&updates, 0.50),
+        percentile(&updates, 0.99),
     );
     println!(
         "   goal p99 <= interval + 3 s = {goal:.0} s: p99 / goal = {:.2} ({})",
@@ -276,9 +344,14 @@ fn measure_rollout(
         classify(window)
     );
     println!(
-        "   agents' CPU in that time: {:.1} s = {:.1}% of one core",
+        "   CPU in that time: agents {:.1} s = {:.1}% of one core; moto {:.1}% of one core",
         cpu.as_secs_f64(),
-        100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64()
+        100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64(),
+        100.0 * moto_cpu.as_secs_f64() / elapsed.as_secs_f64()
+    );
+    println!(
+        "   agents' warnings and errors since the publish: {:?}",
+        warnings_since(agents, published)
     );
 }
 
@@ -427,7 +500,10 @@ fn fleet_convergence_benchmark() {
         .saturating_sub(moto_cpu_before);
     let expected_rate = count as f64 / (interval.as_secs_f64() + interval.as_secs_f64() / 20.0);
     println!();
-    println!("== idle ({idle_elapsed:.0} s, nothing published)");
+    println!(
+        "== idle ({idle_elapsed:.0} s, nothing published); load average {}",
+        load_average()
+    );
     println!(
         "   store requests: {} = {:.1} req/s; expected ≈ N / (interval + mean jitter) = {expected_rate:.1} req/s; ratio {:.2}",
         window.len(),
