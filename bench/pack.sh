@@ -62,48 +62,58 @@ mode = "0755"
 TOML
 
 # --- timing ------------------------------------------------------------------------------
-# median wall time in milliseconds of RUNS runs of "$@"
-median_ms() {
-  local runs=$1; shift
-  local times=()
+# Runs of the two sides of a comparison are interleaved (A B A B …) so a machine whose load
+# changes during the run penalises both alike; each side reports its median.
+elapsed_ms() {
+  local start end
+  start=$(date +%s%N)
+  "$@" >/dev/null 2>&1
+  end=$(date +%s%N)
+  echo $(( (end - start) / 1000000 ))
+}
+median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+# median_pair RUNS "command A" "command B" → "msA msB"
+median_pair() {
+  local runs=$1 first=$2 second=$3 a=() b=()
   for _ in $(seq "$runs"); do
-    local start end
-    start=$(date +%s%N)
-    "$@" >/dev/null 2>&1
-    end=$(date +%s%N)
-    times+=($(( (end - start) / 1000000 )))
+    a+=("$(elapsed_ms $first)")
+    b+=("$(elapsed_ms $second)")
   done
-  printf '%s\n' "${times[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
+  echo "$(median "${a[@]}") $(median "${b[@]}")"
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) b = 1; printf "%.2f", a / b }'; }
 size_of() { stat -c %s "$1"; }
 
-ferry_pack() { # compression level outdir
-  "$ferry" -q pack --config "$work/ferry.toml" --out "$3" --compression "$1" --level "$2"
+ferry_default() { "$ferry" -q pack --config "$work/ferry.toml" --out "$work/out-ferry-default"; }
+ferry_pack() { # compression level
+  "$ferry" -q pack --config "$work/ferry.toml" --out "$work/out-ferry-$1" --compression "$1" --level "$2"
+}
+dpkg_build() { # compression level
+  dpkg-deb --root-owner-group -Z"$1" -z"$2" --build "$work/tree" "$work/dpkg-$1.deb"
 }
 
 # The same tree for dpkg-deb: ferry's own package unpacked (files, DEBIAN/ with md5sums…).
-ferry_pack zstd 3 "$work/ferry-ref" >/dev/null
-dpkg-deb -R "$work/ferry-ref/benchsvc_1.0.0-1_amd64.deb" "$work/tree"
+ferry_default >/dev/null
+dpkg-deb -R "$work/out-ferry-default/benchsvc_1.0.0-1_amd64.deb" "$work/tree"
+deb_name=benchsvc_1.0.0-1_amd64.deb
 
 echo
-echo "binary: $(( binary_size >> 20 )) MiB ELF ($(nproc) CPUs, median of $RUNS runs)"
+echo "binary: $(( binary_size >> 20 )) MiB ELF ($(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg), median of $RUNS interleaved runs)"
 printf '%-42s %10s %12s\n' "packer" "time (ms)" "size (bytes)"
 declare -A time size
-for case in "zstd 3" "xz 6" "gzip 9"; do
+read -r time[ferry-zstd] time[dpkg-zstd] < <(median_pair "$RUNS" ferry_default "dpkg_build zstd 3")
+size[ferry-zstd]=$(size_of "$work/out-ferry-default/$deb_name")
+size[dpkg-zstd]=$(size_of "$work/dpkg-zstd.deb")
+printf '%-42s %10s %12s\n' "ferry pack (defaults: zstd 3)" "${time[ferry-zstd]}" "${size[ferry-zstd]}"
+printf '%-42s %10s %12s\n' "dpkg-deb -Zzstd -z3 --build" "${time[dpkg-zstd]}" "${size[dpkg-zstd]}"
+for case in "xz 6" "gzip 9"; do
   set -- $case
-  compression=$1 level=$2
-  flag=$compression
-  time[ferry-$compression]=$(median_ms "$RUNS" ferry_pack "$compression" "$level" "$work/out-ferry-$compression")
-  size[ferry-$compression]=$(size_of "$work/out-ferry-$compression/benchsvc_1.0.0-1_amd64.deb")
-  time[dpkg-$compression]=$(median_ms "$RUNS" dpkg-deb --root-owner-group -Z"$flag" -z"$level" --build "$work/tree" "$work/dpkg-$compression.deb")
-  size[dpkg-$compression]=$(size_of "$work/dpkg-$compression.deb")
-  printf '%-42s %10s %12s\n' "ferry pack --compression $compression --level $level" "${time[ferry-$compression]}" "${size[ferry-$compression]}"
-  printf '%-42s %10s %12s\n' "dpkg-deb -Z$flag -z$level --build" "${time[dpkg-$compression]}" "${size[dpkg-$compression]}"
+  read -r time[ferry-$1] time[dpkg-$1] < <(median_pair "$RUNS" "ferry_pack $1 $2" "dpkg_build $1 $2")
+  size[ferry-$1]=$(size_of "$work/out-ferry-$1/$deb_name")
+  size[dpkg-$1]=$(size_of "$work/dpkg-$1.deb")
+  printf '%-42s %10s %12s\n' "ferry pack --compression $1 --level $2" "${time[ferry-$1]}" "${size[ferry-$1]}"
+  printf '%-42s %10s %12s\n' "dpkg-deb -Z$1 -z$2 --build" "${time[dpkg-$1]}" "${size[dpkg-$1]}"
 done
-time[ferry-default]=$(median_ms "$RUNS" "$ferry" -q pack --config "$work/ferry.toml" --out "$work/out-ferry-default")
-size[ferry-default]=$(size_of "$work/out-ferry-default/benchsvc_1.0.0-1_amd64.deb")
-printf '%-42s %10s %12s\n' "ferry pack (defaults: zstd 3)" "${time[ferry-default]}" "${size[ferry-default]}"
 
 # cargo deb with its defaults, packing (not building) a crate whose binary is the same ELF.
 mkdir -p "$work/crate/src" "$work/crate/target/release"
@@ -125,20 +135,21 @@ printf 'fn main() {}\n' > "$work/crate/src/main.rs"
 cp "$work/benchsvc" "$work/crate/target/release/benchsvc"
 cargo_deb() { (cd "$work/crate" && cargo deb --no-build --offline -o "$work/cargo-deb.deb"); }
 if cargo_deb >"$work/cargo-deb.log" 2>&1; then
-  time[cargo-deb]=$(median_ms "$CARGO_DEB_RUNS" cargo_deb)
+  read -r time[cargo-deb] time[ferry-paired] < <(median_pair "$CARGO_DEB_RUNS" cargo_deb ferry_default)
   size[cargo-deb]=$(size_of "$work/cargo-deb.deb")
   printf '%-42s %10s %12s\n' "cargo deb --no-build (defaults)" "${time[cargo-deb]}" "${size[cargo-deb]}"
+  printf '%-42s %10s %12s\n' "ferry pack (defaults), paired with it" "${time[ferry-paired]}" "${size[ferry-zstd]}"
 else
   echo "cargo deb failed:" >&2; cat "$work/cargo-deb.log" >&2
   time[cargo-deb]=0
 fi
 
 echo
-echo "ratios (lower is better for ferry / baseline):"
-for compression in zstd xz gzip; do
+echo "ratios (ferry time / baseline time; below 1 means ferry is faster):"
+echo "  ferry default / dpkg-deb -Zzstd -z3: $(ratio "${time[ferry-zstd]}" "${time[dpkg-zstd]}")×   (goal ≤ 1.10)"
+for compression in xz gzip; do
   echo "  ferry $compression / dpkg-deb $compression: $(ratio "${time[ferry-$compression]}" "${time[dpkg-$compression]}")×"
 done
-echo "  ferry default / dpkg-deb -Zzstd: $(ratio "${time[ferry-default]}" "${time[dpkg-zstd]}")×   (goal ≤ 1.10)"
 if [ "${time[cargo-deb]}" != 0 ]; then
-  echo "  cargo deb / ferry default: $(ratio "${time[cargo-deb]}" "${time[ferry-default]}")× faster   (goal ≥ 50)"
+  echo "  cargo deb / ferry default: $(ratio "${time[cargo-deb]}" "${time[ferry-paired]}")× faster   (goal ≥ 50)"
 fi

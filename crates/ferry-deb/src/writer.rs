@@ -453,8 +453,8 @@ pub fn write_package<W: Write, S: Read + Write + Seek>(
     scratch
         .seek(SeekFrom::Start(0))
         .map_err(Error::io("rewinding the scratch file"))?;
-    let mut md5sums = String::new();
     let data_size;
+    let md5sums;
     {
         let counter = Counter {
             inner: BufWriter::with_capacity(1 << 20, &mut *scratch),
@@ -462,78 +462,22 @@ pub fn write_package<W: Write, S: Read + Write + Seek>(
         };
         let compressor = Compressor::new(counter, spec.compression, spec.level, spec.threads)?;
         let mut tar = TarWriter::new(compressor, spec.mtime);
-        let mut buffer = vec![0u8; 1 << 20];
-        let io_error = Error::io("writing data.tar");
-        let result: Result<()> = (|| {
-            for node in &nodes {
-                let name = tar_name(node);
-                match &node.kind {
-                    NodeKind::Directory => tar
-                        .header(&name, tar::EntryType::Directory, node.mode, 0, None)
-                        .map_err(Error::io("writing data.tar"))?,
-                    NodeKind::Symlink(target) => tar
-                        .header(&name, tar::EntryType::Symlink, node.mode, 0, Some(target))
-                        .map_err(Error::io("writing data.tar"))?,
-                    NodeKind::File { source, size } => {
-                        tar.header(&name, tar::EntryType::Regular, node.mode, *size, None)
-                            .map_err(Error::io("writing data.tar"))?;
-                        let mut hasher = Md5::new();
-                        match source {
-                            Source::Bytes(bytes) => {
-                                hasher.update(bytes);
-                                tar.write_raw(bytes)
-                                    .map_err(Error::io("writing data.tar"))?;
-                                listener.advance(*size);
-                            }
-                            Source::Path(path) => {
-                                let mut file = File::open(path).map_err(|source| Error::File {
-                                    path: path.clone(),
-                                    source,
-                                })?;
-                                let mut copied = 0u64;
-                                loop {
-                                    let read =
-                                        file.read(&mut buffer).map_err(|source| Error::File {
-                                            path: path.clone(),
-                                            source,
-                                        })?;
-                                    if read == 0 {
-                                        break;
-                                    }
-                                    if copied + read as u64 > *size {
-                                        break;
-                                    }
-                                    hasher.update(&buffer[..read]);
-                                    tar.write_raw(&buffer[..read])
-                                        .map_err(Error::io("writing data.tar"))?;
-                                    copied += read as u64;
-                                    listener.advance(read as u64);
-                                }
-                                if copied != *size {
-                                    return Err(Error::File {
-                                        path: path.clone(),
-                                        source: io::Error::other(format!(
-                                            "the file changed while it was being packed ({size} bytes expected, {copied} read)"
-                                        )),
-                                    });
-                                }
-                            }
-                        }
-                        tar.pad(*size).map_err(Error::io("writing data.tar"))?;
-                        if !conffiles.contains(&node.path) {
-                            md5sums.push_str(&hex::encode(hasher.finalize()));
-                            md5sums.push_str("  ");
-                            md5sums.push_str(&node.path);
-                            md5sums.push('\n');
-                        }
-                    }
-                }
-            }
-            Ok(())
-        })();
+        // md5 runs on its own thread, fed the same chunks the compressor gets, so hashing
+        // overlaps reading and compressing instead of adding to them.
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<HashMessage>(8);
+        let (result, hashed) = std::thread::scope(|scope| {
+            let hasher_thread = scope.spawn(move || hash_files(receiver));
+            let result = write_data(&nodes, &conffiles, &mut tar, &sender, listener);
+            drop(sender);
+            (result, hasher_thread.join())
+        });
         result?;
+        md5sums = hashed.map_err(|_| Error::Io {
+            action: "hashing files for md5sums".into(),
+            source: io::Error::other("the md5 thread panicked"),
+        })?;
         data_size = tar.written + 1024;
-        let compressor = tar.finish().map_err(io_error)?;
+        let compressor = tar.finish().map_err(Error::io("writing data.tar"))?;
         let counter = compressor
             .finish()
             .map_err(Error::io("finishing data.tar"))?;
@@ -646,6 +590,128 @@ pub fn write_package<W: Write, S: Read + Write + Seek>(
         package_size: counter.count,
         members: vec!["debian-binary".into(), control_name, data_name],
     })
+}
+
+/// What the md5 thread receives: the next chunk of the current file, or the end of a file
+/// (with the path to list in md5sums, or `None` for a conffile, which is not listed).
+enum HashMessage {
+    Chunk(Vec<u8>),
+    End(Option<String>),
+}
+
+/// The md5 thread: hash chunks in order and build the md5sums text.
+fn hash_files(receiver: std::sync::mpsc::Receiver<HashMessage>) -> String {
+    let mut text = String::new();
+    let mut hasher = Md5::new();
+    for message in receiver {
+        match message {
+            HashMessage::Chunk(bytes) => hasher.update(&bytes),
+            HashMessage::End(path) => {
+                let digest = std::mem::take(&mut hasher).finalize();
+                if let Some(path) = path {
+                    text.push_str(&hex::encode(digest));
+                    text.push_str("  ");
+                    text.push_str(&path);
+                    text.push('\n');
+                }
+            }
+        }
+    }
+    text
+}
+
+/// Write every node into data.tar, sending file contents to the md5 thread as well.
+fn write_data<W: Write>(
+    nodes: &[Node],
+    conffiles: &BTreeSet<String>,
+    tar: &mut TarWriter<W>,
+    hasher: &std::sync::mpsc::SyncSender<HashMessage>,
+    listener: &mut dyn Listener,
+) -> Result<()> {
+    let hash_gone = || Error::Io {
+        action: "hashing files for md5sums".into(),
+        source: io::Error::other("the md5 thread stopped"),
+    };
+    for node in nodes {
+        let name = tar_name(node);
+        match &node.kind {
+            NodeKind::Directory => tar
+                .header(&name, tar::EntryType::Directory, node.mode, 0, None)
+                .map_err(Error::io("writing data.tar"))?,
+            NodeKind::Symlink(target) => tar
+                .header(&name, tar::EntryType::Symlink, node.mode, 0, Some(target))
+                .map_err(Error::io("writing data.tar"))?,
+            NodeKind::File { source, size } => {
+                tar.header(&name, tar::EntryType::Regular, node.mode, *size, None)
+                    .map_err(Error::io("writing data.tar"))?;
+                match source {
+                    Source::Bytes(bytes) => {
+                        tar.write_raw(bytes)
+                            .map_err(Error::io("writing data.tar"))?;
+                        hasher
+                            .send(HashMessage::Chunk(bytes.clone()))
+                            .map_err(|_| hash_gone())?;
+                        listener.advance(*size);
+                    }
+                    Source::Path(path) => {
+                        let file_error = |source| Error::File {
+                            path: path.clone(),
+                            source,
+                        };
+                        let mut file = File::open(path).map_err(file_error)?;
+                        let mut copied = 0u64;
+                        while copied < *size {
+                            let want = (*size - copied).min(1 << 20) as usize;
+                            let mut chunk = vec![0u8; want];
+                            let read = read_up_to(&mut file, &mut chunk).map_err(file_error)?;
+                            if read == 0 {
+                                break;
+                            }
+                            chunk.truncate(read);
+                            tar.write_raw(&chunk)
+                                .map_err(Error::io("writing data.tar"))?;
+                            hasher
+                                .send(HashMessage::Chunk(chunk))
+                                .map_err(|_| hash_gone())?;
+                            copied += read as u64;
+                            listener.advance(read as u64);
+                        }
+                        let mut probe = [0u8; 1];
+                        let grew =
+                            copied == *size && file.read(&mut probe).map_err(file_error)? > 0;
+                        if copied != *size || grew {
+                            return Err(Error::File {
+                                path: path.clone(),
+                                source: io::Error::other(format!(
+                                    "the file changed while it was being packed ({size} bytes expected)"
+                                )),
+                            });
+                        }
+                    }
+                }
+                tar.pad(*size).map_err(Error::io("writing data.tar"))?;
+                let listed = (!conffiles.contains(&node.path)).then(|| node.path.clone());
+                hasher
+                    .send(HashMessage::End(listed))
+                    .map_err(|_| hash_gone())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fill `buffer` as far as the file allows; returns the bytes read (short only at EOF).
+fn read_up_to(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(filled)
 }
 
 /// The conventional file name `<package>_<version>_<arch>.deb` (the epoch is dropped,
