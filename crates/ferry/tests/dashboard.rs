@@ -189,14 +189,20 @@ fn dashboard_shows_hosts_and_versions_in_headless_chromium() {
         "1.0.0-1".to_string(),
         "2 hosts: 1 updated, 0 failed, 1 pending".to_string(),
     ] {
-        assert!(dom.contains(&expected), "{expected:?} missing in the DOM:\n{dom}");
+        assert!(
+            dom.contains(&expected),
+            "{expected:?} missing in the DOM:\n{dom}"
+        );
     }
     // Each host's row shows its own version.
     for (host, version) in [(&early, "2.0.0-1"), (&late, "1.0.0-1")] {
         let start = dom
             .find(&format!(r#"data-host="{host}""#))
             .expect("host row");
-        let row = &dom[start..dom[start..].find("</tr>").map_or(dom.len(), |end| start + end)];
+        let row = &dom[start
+            ..dom[start..]
+                .find("</tr>")
+                .map_or(dom.len(), |end| start + end)];
         assert!(
             row.contains(&format!("<td>{version}</td>")),
             "{host} should show {version}: {row}"

@@ -88,14 +88,17 @@ impl Fixture {
     fn verify(&self) {
         let trust = self.dir.join("release/release.pub").display().to_string();
         let state = self.dir.join("verify-state.json").display().to_string();
-        self.ferry.ok(&self.channel_command(
-            "verify",
-            &["--trust", &trust, "--state", &state],
-        ));
+        self.ferry
+            .ok(&self.channel_command("verify", &["--trust", &trust, "--state", &state]));
     }
 
     /// One `ferry agent --once` as host `host`; returns its exit code.
     fn agent_once(&self, host: &str) -> i32 {
+        self.agent_once_with_health(host, "")
+    }
+
+    /// Same, with this `[health]` table body.
+    fn agent_once_with_health(&self, host: &str, health: &str) -> i32 {
         let host_dir = self.dir.join(host);
         std::fs::create_dir_all(&host_dir).unwrap();
         let trust = self.dir.join("release/release.pub");
@@ -110,7 +113,7 @@ impl Fixture {
             state_dir: &host_dir.join("state"),
             root: &host_dir.join("srv"),
             restart: "method = \"none\"",
-            health: "",
+            health,
         };
         let config = host_dir.join("agent.toml");
         std::fs::write(&config, file.text()).unwrap();
@@ -134,9 +137,7 @@ impl Fixture {
     }
 
     fn status_json(&self) -> serde_json::Value {
-        let text = self
-            .ferry
-            .ok(&self.channel_command("status", &["--json"]));
+        let text = self.ferry.ok(&self.channel_command("status", &["--json"]));
         serde_json::from_str(&text).unwrap_or_else(|error| panic!("{error}: {text}"))
     }
 }
@@ -176,7 +177,10 @@ fn bad_waves_are_refused_before_anything_is_written() {
         arguments.push(package.display().to_string());
         let stderr = fixture.ferry.fails(&arguments, 1);
         assert!(stderr.contains(expected), "{waves}: {stderr}");
-        assert!(stderr.contains(waves), "{waves}: the error names the plan: {stderr}");
+        assert!(
+            stderr.contains(waves),
+            "{waves}: the error names the plan: {stderr}"
+        );
     }
     assert!(
         !fixture.dir.join("store/apps").exists(),
@@ -226,16 +230,28 @@ fn waves_pause_and_resume_are_signed_pointer_states_that_agents_obey() {
     assert!(!published.paused);
     fixture.verify();
     assert_eq!(fixture.agent_once(&late), 0);
-    assert_eq!(fixture.installed(&late).as_deref(), Some("1.0.0-1"), "wave 2 opens in an hour");
+    assert_eq!(
+        fixture.installed(&late).as_deref(),
+        Some("1.0.0-1"),
+        "wave 2 opens in an hour"
+    );
 
     // Paused: a new serial, same release and time base; nobody installs.
-    let said = fixture.ferry.ok(&fixture.channel_command("pause", &["--key", &fixture.key()]));
-    assert!(said.contains("paused") && said.contains("serial 3"), "{said}");
+    let said = fixture
+        .ferry
+        .ok(&fixture.channel_command("pause", &["--key", &fixture.key()]));
+    assert!(
+        said.contains("paused") && said.contains("serial 3"),
+        "{said}"
+    );
     let paused = fixture.pointer();
     assert_eq!(paused.serial, 3);
     assert!(paused.paused);
     assert_eq!(paused.release, published.release);
-    assert_eq!(paused.published_at, published.published_at, "pause keeps the time base");
+    assert_eq!(
+        paused.published_at, published.published_at,
+        "pause keeps the time base"
+    );
     assert_eq!(paused.rollout, published.rollout);
     fixture.verify();
     assert_eq!(fixture.agent_once(&early), 0);
@@ -244,7 +260,9 @@ fn waves_pause_and_resume_are_signed_pointer_states_that_agents_obey() {
         Some("1.0.0-1"),
         "a paused channel installs nothing new, even in an open wave"
     );
-    let said = fixture.ferry.ok(&fixture.channel_command("pause", &["--key", &fixture.key()]));
+    let said = fixture
+        .ferry
+        .ok(&fixture.channel_command("pause", &["--key", &fixture.key()]));
     assert!(said.contains("already paused"), "{said}");
     assert_eq!(fixture.pointer().serial, 3, "a second pause writes nothing");
 
@@ -271,8 +289,13 @@ fn waves_pause_and_resume_are_signed_pointer_states_that_agents_obey() {
     assert_eq!(status["waves"][0]["open"], false, "paused: no wave is open");
 
     // Resumed: the first wave's host updates, the second still waits (same time base).
-    let said = fixture.ferry.ok(&fixture.channel_command("resume", &["--key", &fixture.key()]));
-    assert!(said.contains("resumed") && said.contains("serial 4"), "{said}");
+    let said = fixture
+        .ferry
+        .ok(&fixture.channel_command("resume", &["--key", &fixture.key()]));
+    assert!(
+        said.contains("resumed") && said.contains("serial 4"),
+        "{said}"
+    );
     let resumed = fixture.pointer();
     assert!(!resumed.paused);
     assert_eq!(resumed.published_at, published.published_at);
@@ -295,15 +318,17 @@ fn waves_pause_and_resume_are_signed_pointer_states_that_agents_obey() {
         early.as_str(),
         late.as_str(),
     ] {
-        assert!(table.contains(expected), "{expected:?} missing in:\n{table}");
+        assert!(
+            table.contains(expected),
+            "{expected:?} missing in:\n{table}"
+        );
     }
     eprintln!("ferry status:\n{table}");
 
     // --restart-waves counts the waves again from now.
-    let said = fixture.ferry.ok(&fixture.channel_command(
-        "resume",
-        &["--key", &fixture.key(), "--restart-waves"],
-    ));
+    let said = fixture
+        .ferry
+        .ok(&fixture.channel_command("resume", &["--key", &fixture.key(), "--restart-waves"]));
     assert!(said.contains("serial 5"), "{said}");
     assert!(fixture.pointer().published_at >= published.published_at);
     fixture.verify();
@@ -316,9 +341,10 @@ fn status_of_an_unpublished_channel_and_bad_arguments() {
     let status = fixture.status_json();
     assert!(status["pointer"].is_null());
     assert_eq!(status["totals"]["hosts"], 0);
-    let stderr = fixture
-        .ferry
-        .fails(&fixture.channel_command("pause", &["--key", &fixture.key()]), 1);
+    let stderr = fixture.ferry.fails(
+        &fixture.channel_command("pause", &["--key", &fixture.key()]),
+        1,
+    );
     assert!(stderr.contains("never been published"), "{stderr}");
     let stderr = fixture.ferry.fails(
         &[
@@ -339,4 +365,85 @@ fn status_of_an_unpublished_channel_and_bad_arguments() {
         1,
     );
     assert!(stderr.contains("invalid failure threshold"), "{stderr}");
+}
+
+#[test]
+fn watch_rolls_back_a_failing_release_and_reports_timeouts() {
+    let fixture = Fixture::new();
+    let one = fixture.pack("1.0.0-1");
+    let two = fixture.pack("2.0.0-1");
+    fixture.publish(&one, &["--now"]);
+    let waves = "50%:0,100%:1h";
+    let rollout = ferry_release::Rollout::parse(waves).unwrap();
+    let early = host_in_wave(&rollout, 0, 0);
+    let late = host_in_wave(&rollout, 1, 0);
+    for host in [&early, &late] {
+        assert_eq!(fixture.agent_once(host), 0);
+    }
+    fixture.publish(&two, &["--waves", waves]);
+
+    // Nothing failed yet and the second wave is an hour away: watch gives up after its
+    // timeout with exit 4.
+    let watch = |extra: &[&str]| {
+        let mut arguments = vec!["--key", &fixture.key() as &str, "--interval", "200ms"]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+        arguments.extend(extra.iter().map(|text| text.to_string()));
+        let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+        fixture
+            .ferry
+            .output(&fixture.channel_command("watch", &arguments))
+    };
+    let output = watch(&["--timeout", "1s"]);
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("timed out"));
+
+    // The first wave's host fails its health check on 2.0.0-1 (the check reads the
+    // installed version) and rolls back on its own.
+    let current = fixture
+        .dir
+        .join(&early)
+        .join("srv/current/usr/share/hello-service/version");
+    let health = format!(
+        "command = [\"sh\", \"-c\", \"! grep -q 2.0.0-1 {}\"]\ntimeout = \"1s\"",
+        current.display()
+    );
+    assert_eq!(
+        fixture.agent_once_with_health(&early, &health),
+        4,
+        "rolled back"
+    );
+    assert_eq!(fixture.installed(&early).as_deref(), Some("1.0.0-1"));
+
+    // One failure of two hosts is above 0 hosts: watch rolls the channel back (exit 3).
+    let output = watch(&["--max-failures", "0", "--rollback", "--timeout", "30s"]);
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{said} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        said.contains("HALTED: 1 of 2 hosts failed 2.0.0-1"),
+        "{said}"
+    );
+    assert!(said.contains(&early), "{said}");
+    assert!(
+        said.contains("rolled back hello/stable from 2.0.0-1 to 1.0.0-1 (serial 3)"),
+        "{said}"
+    );
+    let pointer = fixture.pointer();
+    assert_eq!(pointer.release.version, "1.0.0-1");
+    assert!(!pointer.paused);
+    fixture.verify();
+
+    // Watching 2.0.0-1 now: the channel names another release (exit 5); watching the
+    // current one: every host runs it (exit 0).
+    let output = watch(&["--release", "2.0.0-1"]);
+    assert_eq!(output.status.code(), Some(5), "{output:?}");
+    let output = watch(&[]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("rolled out 1.0.0-1"));
 }

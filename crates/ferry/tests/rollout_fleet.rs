@@ -174,7 +174,11 @@ fn write_agent_file(host: &Host, store: &str, trust: &Path, supervised: bool) ->
             "agent.toml",
         )
     } else {
-        ("method = \"none\"".to_string(), String::new(), "provision.toml")
+        (
+            "method = \"none\"".to_string(),
+            String::new(),
+            "provision.toml",
+        )
     };
     let file = AgentFile {
         store,
@@ -268,7 +272,11 @@ fn start_supervisors(hosts: &mut [Host]) {
         let mut restarted = false;
         for host in hosts.iter_mut() {
             if let Some(status) = host.supervisor.as_mut().and_then(GroupGuard::try_wait) {
-                assert!(attempt < 2, "{}: ferry run keeps exiting ({status})", host.id);
+                assert!(
+                    attempt < 2,
+                    "{}: ferry run keeps exiting ({status})",
+                    host.id
+                );
                 // Lost its port to another process between free_port and bind: a new one.
                 host.port = free_port();
                 host.supervisor = Some(start_supervisor(host));
@@ -484,10 +492,7 @@ fn fifty_hosts_roll_out_in_waves_and_watch_halts_a_failing_release() {
         .map(|wave| wave["hosts"].as_u64().unwrap())
         .collect();
     assert_eq!(sizes, vec![10, 15, 25]);
-    eprintln!(
-        "{}",
-        ferry.ok(&["status", "--store", &store, "--app", APP])
-    );
+    eprintln!("{}", ferry.ok(&["status", "--store", &store, "--app", APP]));
 
     // ---- 2. A failing release, halted by `ferry watch`.
     publish(&bad, &["--waves", FAILING_WAVES, "--max-clock-skew", "5s"]);
@@ -525,13 +530,16 @@ fn fifty_hosts_roll_out_in_waves_and_watch_halts_a_failing_release() {
         }
     }
     // Every host that tried it is back on v2, and every host answers v2.
-    fleet.converge("hosts that tried the bad release are back on v2", |host, report| {
-        let tried = host.unpacked(BAD);
-        let marked = report["bad"]
-            .as_array()
-            .is_some_and(|bad| bad.iter().any(|entry| entry["version"] == BAD));
-        report["version"] == TWO && report["step"] == "idle" && (!tried || marked)
-    });
+    fleet.converge(
+        "hosts that tried the bad release are back on v2",
+        |host, report| {
+            let tried = host.unpacked(BAD);
+            let marked = report["bad"]
+                .as_array()
+                .is_some_and(|bad| bad.iter().any(|entry| entry["version"] == BAD));
+            report["version"] == TWO && report["step"] == "idle" && (!tried || marked)
+        },
+    );
     let mut tried = 0;
     for host in &fleet.hosts {
         let answer = http_get(host.port, "/");
@@ -547,7 +555,9 @@ fn fifty_hosts_roll_out_in_waves_and_watch_halts_a_failing_release() {
         }
     }
     assert!(tried >= 3, "only {tried} hosts tried the failing release");
-    eprintln!("{tried} first-wave hosts tried the failing release and rolled back; watch said:\n{said}");
+    eprintln!(
+        "{tried} first-wave hosts tried the failing release and rolled back; watch said:\n{said}"
+    );
 }
 
 /// Wait for a spawned `ferry watch` to exit; its code and stdout.

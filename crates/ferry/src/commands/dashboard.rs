@@ -74,9 +74,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> anyhow::Result<ExitCode> {
     let shutdown = tokio::signal::ctrl_c();
     tokio::pin!(shutdown);
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot watch for SIGTERM")?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch for SIGTERM")?;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -169,10 +168,9 @@ async fn statuses(shared: &Shared) -> anyhow::Result<serde_json::Value> {
     };
     let mut statuses = Vec::new();
     for app in apps {
-        let status =
-            ferry_fleet::collect(&shared.store, &app, &shared.channel, shared.stale_after)
-                .await
-                .with_context(|| format!("cannot read the status of {app}/{}", shared.channel))?;
+        let status = ferry_fleet::collect(&shared.store, &app, &shared.channel, shared.stale_after)
+            .await
+            .with_context(|| format!("cannot read the status of {app}/{}", shared.channel))?;
         statuses.push(status);
     }
     Ok(json!({"schema": 1, "apps": statuses}))

@@ -4,9 +4,9 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use super::store_args::{KeyArgs, StoreArgs, runtime};
 use crate::env;
+use anyhow::Context;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -115,7 +115,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 total,
             } => format!(
                 "{updated}/{total} hosts on {version}, {failed} failed{}",
-                if status.pointer.as_ref().is_some_and(|pointer| pointer.paused) {
+                if status
+                    .pointer
+                    .as_ref()
+                    .is_some_and(|pointer| pointer.paused)
+                {
                     " (channel paused)"
                 } else {
                     ""
@@ -136,7 +140,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::from(EXIT_ROLLED_OUT));
             }
-            Verdict::Superseded { version: now, serial } => {
+            Verdict::Superseded {
+                version: now,
+                serial,
+            } => {
                 println!(
                     "{}/{} no longer names {version}: it names {} (serial {}); stopped watching",
                     args.app,
@@ -153,7 +160,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .filter(|host| host.failed_current)
                     .map(|host| host.host.as_str())
                     .collect();
-                return halt(&args, &runtime, &store, &key, &version, failed, total, &failed_hosts, threshold);
+                return halt(
+                    &args,
+                    &runtime,
+                    &store,
+                    &key,
+                    &version,
+                    failed,
+                    total,
+                    &failed_hosts,
+                    threshold,
+                );
             }
         }
         if started.elapsed() >= args.timeout {
@@ -165,10 +182,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
             return Ok(ExitCode::from(EXIT_TIMED_OUT));
         }
-        std::thread::sleep(args.interval.min(args.timeout.saturating_sub(started.elapsed())));
+        std::thread::sleep(
+            args.interval
+                .min(args.timeout.saturating_sub(started.elapsed())),
+        );
         match read(&store) {
             Ok(next) => status = next,
-            Err(error) => eprintln!("warning: cannot read the fleet's status (retrying): {error:#}"),
+            Err(error) => {
+                eprintln!("warning: cannot read the fleet's status (retrying): {error:#}")
+            }
         }
     }
 }
