@@ -3,17 +3,17 @@
 # keep-alive + 8 new-connection, like the test suite) against
 #   1. the baseline: hello-service alone, restarted the plain way (SIGTERM, wait, start again);
 #   2. `ferry run`, reloaded with SIGHUP (ExecReload=kill -HUP $MAINPID);
-# each with a restart every RELOAD_INTERVAL seconds for SECONDS seconds, plus a steady phase
+# each with a restart every RELOAD_INTERVAL seconds for PHASE_SECONDS seconds, plus a steady phase
 # with no restarts. Prints every request class (ok / refused / reset / timeout / wrong) and
 # p50/p99 latency during reloads vs steady state (goal: p99 during reloads <= 2x steady).
 # Then an external load generator, wrk (Debian package, installed when missing), runs against
 # `ferry run` during reloads; it must report zero socket errors.
 #
-#   bench/reload.sh                  # SECONDS=10 RELOAD_INTERVAL=0.25 WRK_CONNECTIONS=32
+#   bench/reload.sh                  # PHASE_SECONDS=10 RELOAD_INTERVAL=0.25 WRK_CONNECTIONS=32
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SECONDS_PER_PHASE=${SECONDS:-10}
+SECONDS_PER_PHASE=${PHASE_SECONDS:-10}
 RELOAD_INTERVAL=${RELOAD_INTERVAL:-0.25}
 WRK_CONNECTIONS=${WRK_CONNECTIONS:-32}
 
@@ -82,14 +82,19 @@ echo "ferry run: SIGHUP reload every ${RELOAD_INTERVAL}s ..." >&2
 "$load" "127.0.0.1:$port" "$SECONDS_PER_PHASE" > "$work/ferry-reloads.json" & load_pid=$!
 restarts "$SECONDS_PER_PHASE" reload_ferry
 wait "$load_pid"; ferry_reloads=$(cat "$work/ferry-reloads.json"); ferry_count=$(cat "$work/restart-count")
-# Every SIGHUP became a new process (the log has one "reload succeeded" per swap).
-sleep 1
-swaps=$(grep -c "reload succeeded" "$work/ferry.log" || true)
-
+echo "wrk: ${WRK_CONNECTIONS} connections against ferry run, steady ..." >&2
+wrk -t2 -c"$WRK_CONNECTIONS" -d"${SECONDS_PER_PHASE}s" --latency "http://127.0.0.1:$port/" > "$work/wrk-steady.txt"
 echo "wrk: ${WRK_CONNECTIONS} connections against ferry run, SIGHUP every ${RELOAD_INTERVAL}s ..." >&2
 wrk -t2 -c"$WRK_CONNECTIONS" -d"${SECONDS_PER_PHASE}s" --latency "http://127.0.0.1:$port/" > "$work/wrk.txt" & wrk_pid=$!
 restarts "$SECONDS_PER_PHASE" reload_ferry
 wait "$wrk_pid"; wrk_count=$(cat "$work/restart-count")
+# Every SIGHUP became a new process (the log has one "reload succeeded" per swap); a SIGHUP
+# that arrives while a reload runs is queued, so wait for the queue to empty.
+for _ in $(seq 100); do
+  swaps=$(grep -c "reload succeeded" "$work/ferry.log" || true)
+  [ "$swaps" -ge $((ferry_count + wrk_count)) ] && break
+  sleep 0.1
+done
 
 # --- report ------------------------------------------------------------------------------
 row() { # name json restarts
@@ -113,10 +118,15 @@ ratio = ferry_reloads["p99_us"] / max(ferry_steady["p99_us"], 1)
 print(f"ferry run p99 during reloads / steady p99: {ratio:.2f}x (goal <= 2x: {'met' if ratio <= 2 else 'NOT met'})")
 print(f"ferry run p50 during reloads / steady p50: {ferry_reloads['p50_us'] / max(ferry_steady['p50_us'], 1):.2f}x")
 PY
-echo "ferry run swaps completed (log lines 'reload succeeded'): $swaps of $((ferry_count + wrk_count)) SIGHUPs (queued ones may still run)"
+echo "ferry run swaps completed (log lines 'reload succeeded'): $swaps of $((ferry_count + wrk_count)) SIGHUPs"
+echo
+echo "wrk against ferry run, steady:"
+cat "$work/wrk-steady.txt"
 echo
 echo "wrk against ferry run during $wrk_count reloads:"
 cat "$work/wrk.txt"
+p99() { awk '$1 == "99%" { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v = v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v = v * 1000 } print v }' "$1"; }
+echo "wrk p99: steady $(p99 "$work/wrk-steady.txt") ms, during reloads $(p99 "$work/wrk.txt") ms"
 if grep -q "Socket errors" "$work/wrk.txt"; then
   echo "wrk reported socket errors" ; exit 1
 fi
