@@ -52,6 +52,8 @@ pub enum Command {
     Dashboard(commands::dashboard::Args),
     /// Run the update agent on a server (or `ferry agent status`).
     Agent(commands::agent::Args),
+    /// Print cloud-init user-data that installs and starts the agent on a new server.
+    CloudInit(commands::cloud_init::Args),
     /// Supervise a service: hold its sockets and swap processes without dropping requests.
     Run(commands::run::Args),
     /// Run the whole loop locally: pack, publish, install, swap, roll back.
@@ -75,6 +77,7 @@ impl Command {
             Command::Watch(args) => commands::watch::run(args),
             Command::Dashboard(args) => commands::dashboard::run(args),
             Command::Agent(args) => commands::agent::run(args),
+            Command::CloudInit(args) => commands::cloud_init::run(args),
             Command::Run(args) => commands::run::run(args),
             Command::Quickstart(args) => commands::quickstart::run(args),
         }

@@ -1,6 +1,7 @@
 //! One file per subcommand: its flags and the glue from them to the library crates.
 
 pub mod agent;
+pub mod cloud_init;
 pub mod dashboard;
 pub mod inspect;
 pub mod keygen;
