@@ -1311,3 +1311,39 @@ fn a_second_agent_for_the_same_app_is_refused_while_one_runs() {
     }
     assert_eq!(world.status_json()["version"], "1.0.0");
 }
+
+#[test]
+fn environment_overrides_fill_in_and_beat_the_file() {
+    let world = World::new("agent-env", false, Restart::Script);
+    world.write_config(&world.default_health());
+    let config = std::fs::read_to_string(world.config_path()).unwrap();
+    let config: String = config
+        .lines()
+        .filter(|line| !line.starts_with("store =") && !line.starts_with("host-id ="))
+        .map(|line| {
+            if line.starts_with("app =") {
+                "app = \"not-this-app\"\n".to_string()
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    std::fs::write(world.config_path(), config).unwrap();
+    world.publish(&build_deb(&world.dir, "1.0.0", None), "1.0.0");
+    let mut command = world.agent();
+    command
+        .arg("--once")
+        .env("FERRY_STORE", &world.store_url)
+        .env("FERRY_APP", APP)
+        .env("FERRY_HOST_ID", "from-the-environment");
+    assert_ok(
+        &run_bounded(&mut command, Duration::from_secs(60)),
+        "agent configured by the environment",
+    );
+    assert_eq!(wait_for_version(world.port, "1.0.0"), "1.0.0");
+    let report = world
+        .get(&format!("apps/{APP}/hosts/from-the-environment.json"))
+        .expect("the report under the host id from the environment");
+    let report: serde_json::Value = serde_json::from_slice(&report).unwrap();
+    assert_eq!(report["version"], "1.0.0");
+}
