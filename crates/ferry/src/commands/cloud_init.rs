@@ -499,3 +499,40 @@ fn render(args: &Args, keys: &[KeyFile], agent_config: &str, source: &AgentSourc
     let _ = writeln!(out, "  - [\"sh\", {}]", yaml_string(BOOTSTRAP_SCRIPT_PATH));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quote_survives_single_quotes() {
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote("$HOME `x`"), "'$HOME `x`'");
+    }
+
+    #[test]
+    fn yaml_content_uses_a_literal_block_only_when_safe() {
+        assert_eq!(yaml_content("a = 1\n\nb\n", 6), "|\n      a = 1\n\n      b");
+        // No final newline, a leading space, a control character: quoted instead.
+        assert_eq!(yaml_content("abc", 6), "\"abc\"");
+        assert_eq!(yaml_content(" x\n", 6), "\" x\\n\"");
+        assert_eq!(yaml_content("a\tb\n", 6), "\"a\\tb\\n\"");
+    }
+
+    #[test]
+    fn store_urls_join_artifact_paths() {
+        assert_eq!(
+            join_store_url("s3://bucket/prefix/", "artifacts/x.deb"),
+            "s3://bucket/prefix/artifacts/x.deb"
+        );
+        let fetch = Fetch {
+            location: "s3://bucket/p/artifacts/x.deb".to_owned(),
+            sha256: None,
+        };
+        assert_eq!(
+            fetch_command(&fetch, Some("http://127.0.0.1:9000")),
+            "aws s3 cp --only-show-errors --endpoint-url 'http://127.0.0.1:9000' \
+             's3://bucket/p/artifacts/x.deb' \"$cache/agent.deb.part\""
+        );
+    }
+}
