@@ -264,6 +264,15 @@ fn waves_pause_and_resume_are_signed_pointer_states_that_agents_obey() {
         .ferry
         .ok(&fixture.channel_command("pause", &["--key", &fixture.key()]));
     assert!(said.contains("already paused"), "{said}");
+    let listing = fixture.ferry.ok(&fixture.channel_command("releases", &[]));
+    let paused_line = listing
+        .lines()
+        .find(|line| line.starts_with("*      3"))
+        .unwrap_or_else(|| panic!("no current serial 3 in:\n{listing}"));
+    assert!(
+        paused_line.contains("2.0.0-1") && paused_line.contains("10%:0,100%:1h PAUSED"),
+        "{listing}"
+    );
     assert_eq!(fixture.pointer().serial, 3, "a second pause writes nothing");
 
     // The status shows the pause, both hosts on v1, and which wave each is in.

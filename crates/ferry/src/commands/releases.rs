@@ -56,6 +56,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "key_id": entry.key_id.map(|id| id.to_string()),
                     "current": Some(entry.serial) == current_serial,
                     "artifacts": entry.pointer.release.artifacts,
+                    "waves": entry.pointer.rollout.to_spec(),
+                    "paused": entry.pointer.paused,
                 })
             })
             .collect();
@@ -72,8 +74,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "  {:>6}  {:<24} {:<20}  KEY",
-        "SERIAL", "VERSION", "PUBLISHED"
+        "  {:>6}  {:<24} {:<20}  {:<16}  ROLLOUT",
+        "SERIAL", "VERSION", "PUBLISHED", "KEY"
     );
     for entry in &entries {
         let marker = if Some(entry.serial) == current_serial {
@@ -84,8 +86,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let key = entry
             .key_id
             .map_or_else(|| "?".to_owned(), |id| id.to_string());
+        let rollout = format!(
+            "{}{}",
+            entry.pointer.rollout.to_spec(),
+            if entry.pointer.paused { " PAUSED" } else { "" }
+        );
         println!(
-            "{marker} {:>6}  {:<24} {:<20}  {key}",
+            "{marker} {:>6}  {:<24} {:<20}  {key:<16}  {rollout}",
             entry.serial,
             entry.version,
             ferry_release::format_time(entry.published_at)
