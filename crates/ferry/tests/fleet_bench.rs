@@ -194,6 +194,25 @@ fn logged_at(log: &Path, message: &str, version: &str, serial: u64) -> Option<Of
         .find_map(|line| OffsetDateTime::parse(line.split_whitespace().next()?, &Rfc3339).ok())
 }
 
+/// How long the agent's poll took until the pointer was verified (mostly the store's answer
+/// to the GET), from the `duration_ms` of its `pointer verified` line.
+fn pointer_fetch_seconds(log: &Path, version: &str, serial: u64) -> Option<f64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let version_field = format!("version={version} ");
+    let serial_field = format!("serial={serial} ");
+    let line = text.lines().find(|line| {
+        line.contains("pointer verified")
+            && line.contains(&version_field)
+            && line.contains(&serial_field)
+    })?;
+    let milliseconds: f64 = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("duration_ms="))?
+        .parse()
+        .ok()?;
+    Some(milliseconds / 1000.0)
+}
+
 /// When an agent committed `version` at `serial` (None: not yet).
 fn commit_time(log: &Path, version: &str, serial: u64) -> Option<OffsetDateTime> {
     logged_at(log, "release committed", version, serial)
@@ -292,8 +311,9 @@ fn measure_rollout(
     let p99 = percentile(&latencies, 0.99);
     let goal = interval.as_secs_f64() + 3.0;
     // Where the time went: until the agent saw the new pointer, and from there to the commit.
-    let (mut polls, mut updates) = (Vec::new(), Vec::new());
+    let (mut polls, mut updates, mut fetches) = (Vec::new(), Vec::new(), Vec::new());
     for agent in agents {
+        fetches.extend(pointer_fetch_seconds(&agent.log, version, serial));
         let seen = logged_at(&agent.log, "pointer verified", version, serial);
         let committed = commit_time(&agent.log, version, serial);
         if let (Some(seen), Some(committed)) = (seen, committed) {
@@ -303,6 +323,7 @@ fn measure_rollout(
     }
     polls.sort_by(f64::total_cmp);
     updates.sort_by(f64::total_cmp);
+    fetches.sort_by(f64::total_cmp);
     println!();
     println!(
         "== {title}: {} of {} hosts running {version} (serial {serial}); load average {}",
@@ -326,6 +347,11 @@ fn measure_rollout(
         percentile(&polls, 0.99),
         percentile(&updates, 0.50),
         percentile(&updates, 0.99),
+    );
+    println!(
+        "     the store's answer to the poll that saw the new pointer (GET → verified): p50 {:.2} s, p99 {:.2} s",
+        percentile(&fetches, 0.50),
+        percentile(&fetches, 0.99),
     );
     println!(
         "   goal p99 <= interval + 3 s = {goal:.0} s: p99 / goal = {:.2} ({})",
