@@ -478,26 +478,36 @@ host-id = "test-host"
 
 impl Drop for World {
     fn drop(&mut self) {
-        if let Some(pid) = std::fs::read_to_string(self.pidfile())
-            .ok()
-            .and_then(|text| text.trim().parse::<i32>().ok())
-        {
-            // SAFETY: kill(2) has no memory-safety preconditions; the PID is the test's own service.
-            unsafe {
-                libc_kill(pid);
+        // `ferry run` stops its service on SIGTERM; a SIGKILL alone would orphan it.
+        let supervised = self
+            .service_pid()
+            .filter(|_| self.restart == Restart::Supervisor);
+        if let Some(supervisor) = self.supervisor.as_mut() {
+            // SAFETY: kill(2) has no memory-safety preconditions; the PID is our child.
+            unsafe { libc_kill(supervisor.id() as i32, 15) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(supervisor.child().try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
             }
+        }
+        let scripted = std::fs::read_to_string(self.pidfile())
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok());
+        for pid in supervised.into_iter().chain(scripted) {
+            // SAFETY: as above; the PID is the test's own service process.
+            unsafe { libc_kill(pid as i32, 9) };
         }
     }
 }
 
-unsafe fn libc_kill(pid: i32) {
+unsafe fn libc_kill(pid: i32, signal: i32) {
     unsafe extern "C" {
         fn kill(pid: i32, signal: i32) -> i32;
     }
     if pid > 1 {
         // SAFETY: see the caller.
         unsafe {
-            kill(pid, 9);
+            kill(pid, signal);
         }
     }
 }
