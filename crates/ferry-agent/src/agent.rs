@@ -17,7 +17,7 @@ use ferry_store::{Fetched, Store};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::backoff::{Backoff, Jitter};
 use crate::config::Settings;
@@ -815,7 +815,7 @@ pub async fn download(
     file.set_len(have)
         .await
         .map_err(|e| Error::io("truncate", &part_path, e))?;
-    file.seek_end()
+    file.seek(std::io::SeekFrom::End(0))
         .await
         .map_err(|e| Error::io("seek", &part_path, e))?;
     if have > 0 {
@@ -893,17 +893,6 @@ impl std::io::Write for HashWriter<'_> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-trait SeekEnd {
-    async fn seek_end(&mut self) -> std::io::Result<u64>;
-}
-
-impl SeekEnd for tokio::fs::File {
-    async fn seek_end(&mut self) -> std::io::Result<u64> {
-        use tokio::io::AsyncSeekExt;
-        self.seek(std::io::SeekFrom::End(0)).await
     }
 }
 
