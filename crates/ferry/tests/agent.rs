@@ -1137,8 +1137,15 @@ fn dpkg_method_in_a_sandboxed_root_installs_upgrades_and_rolls_back() {
 /// rollback points), start it again, and check it ends consistent: the journal idle, the
 /// service answering the version the journal says is installed.
 fn crash_and_resume(point: &str) {
-    let world = World::new(&format!("agent-crash-{point}"), false, Restart::Script);
+    crash_and_resume_with(point, Restart::Script);
+}
+
+fn crash_and_resume_with(point: &str, restart: Restart) {
+    let mut world = World::new(&format!("agent-crash-{point}"), false, restart);
     world.write_config(&world.default_health());
+    if restart == Restart::Supervisor {
+        world.start_supervisor();
+    }
     let rollback = point.starts_with("roll");
     world.publish(&build_deb(&world.dir, "1.0.0", None), "1.0.0");
     assert_ok(&world.agent_once(None), "agent installing v1");
@@ -1209,6 +1216,16 @@ crash_tests! {
     kill_9_after_commit => "committed",
     kill_9_while_rolling_back => "rolling-back",
     kill_9_after_rollback => "rolled-back",
+}
+
+#[test]
+fn kill_9_after_the_swap_under_ferry_run() {
+    crash_and_resume_with("restarted", Restart::Supervisor);
+}
+
+#[test]
+fn kill_9_while_rolling_back_under_ferry_run() {
+    crash_and_resume_with("rolling-back", Restart::Supervisor);
 }
 
 #[test]
