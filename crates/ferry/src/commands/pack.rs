@@ -144,27 +144,51 @@ fn write(
 ) -> anyhow::Result<ferry_deb::Summary> {
     let output = File::create(partial_path)
         .with_context(|| format!("cannot create {}", partial_path.display()))?;
-    // data.tar is compressed into an unlinked scratch file beside the output (same disk).
-    let scratch_path = out_dir.join(format!(".ferry-pack-scratch-{}", std::process::id()));
-    let mut scratch = File::options()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&scratch_path)
-        .with_context(|| format!("cannot create a scratch file in {}", out_dir.display()))?;
-    let _ = std::fs::remove_file(&scratch_path);
     let mut listener = Progress::new();
     let mut writer = BufWriter::with_capacity(1 << 20, output);
-    let summary = ferry_deb::write_package(spec, &mut writer, &mut scratch, &mut listener)?;
+    // data.tar is compressed into scratch space first (control.tar, which lists its md5sums,
+    // comes before it). Packages of ordinary size keep it in memory; big ones use an
+    // unlinked file beside the output, on the same disk.
+    let summary = if input_size(spec) <= IN_MEMORY_LIMIT {
+        let mut scratch = std::io::Cursor::new(Vec::new());
+        ferry_deb::write_package(spec, &mut writer, &mut scratch, &mut listener)?
+    } else {
+        let scratch_path = out_dir.join(format!(".ferry-pack-scratch-{}", std::process::id()));
+        let mut scratch = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&scratch_path)
+            .with_context(|| format!("cannot create a scratch file in {}", out_dir.display()))?;
+        let _ = std::fs::remove_file(&scratch_path);
+        ferry_deb::write_package(spec, &mut writer, &mut scratch, &mut listener)?
+    };
     listener.finish();
-    let output = writer
+    // No fsync: like dpkg-deb, a build artifact is not worth waiting for the disk; the
+    // rename afterwards still means readers never see a half-written package.
+    writer
         .into_inner()
         .map_err(|error| error.into_error())
         .with_context(|| format!("cannot write {}", partial_path.display()))?;
-    output
-        .sync_all()
-        .with_context(|| format!("cannot write {}", partial_path.display()))?;
     Ok(summary)
+}
+
+/// Up to this much content, data.tar is compressed in memory.
+const IN_MEMORY_LIMIT: u64 = 512 << 20;
+
+/// The bytes of content a spec packs (files that cannot be read count as 0 here; the
+/// writer reports them).
+fn input_size(spec: &PackageSpec) -> u64 {
+    spec.entries
+        .iter()
+        .map(|entry| match &entry.source {
+            EntrySource::File(Source::Bytes(bytes)) => bytes.len() as u64,
+            EntrySource::File(Source::Path(path)) => std::fs::metadata(path)
+                .map(|metadata| metadata.len())
+                .unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// SOURCE_DATE_EPOCH when set (reproducible builds), else now.
