@@ -54,6 +54,8 @@ pub enum Command {
     Agent(commands::agent::Args),
     /// Print cloud-init user-data that installs and starts the agent on a new server.
     CloudInit(commands::cloud_init::Args),
+    /// Ship configuration without repackaging: push, show, history, rollback.
+    Config(commands::config::Args),
     /// Supervise a service: hold its sockets and swap processes without dropping requests.
     Run(commands::run::Args),
     /// Run the whole loop locally: pack, publish, install, swap, roll back.
@@ -78,6 +80,7 @@ impl Command {
             Command::Dashboard(args) => commands::dashboard::run(args),
             Command::Agent(args) => commands::agent::run(args),
             Command::CloudInit(args) => commands::cloud_init::run(args),
+            Command::Config(args) => commands::config::run(args),
             Command::Run(args) => commands::run::run(args),
             Command::Quickstart(args) => commands::quickstart::run(args),
         }

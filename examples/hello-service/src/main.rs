@@ -5,7 +5,9 @@
 //! - listens on the inherited socket named `http` (or the first one), else on `--listen ADDR`,
 //!   `HELLO_LISTEN`, or 127.0.0.1:8080; sends `READY=1` once listening;
 //! - `GET /` → version + "\n"; `GET /health` → 200 "ok\n" when healthy;
-//!   `GET /slow?ms=N` → waits N ms, then answers like `/`;
+//!   `GET /slow?ms=N` → waits N ms, then answers like `/`; `GET /env/NAME` → the value of
+//!   the environment variable `HELLO_<NAME>` + "\n" (404 when unset), so tests can see
+//!   configuration a config bundle delivered (only `HELLO_*` variables are shown);
 //! - version: `HELLO_VERSION`, else `<exe dir>/../share/hello-service/version`, else the
 //!   crate version; mode: `HELLO_MODE`, else `<exe dir>/../share/hello-service/mode`, else
 //!   `normal` (`crash`, `fail-ready`, `unhealthy`);
@@ -235,6 +237,17 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Full<Byt
                     (StatusCode::OK, format!("{}\n", state.version))
                 }
                 None => (StatusCode::BAD_REQUEST, "expected /slow?ms=N\n".to_owned()),
+            }
+        }
+        path if path.starts_with("/env/") => {
+            let name = &path["/env/".len()..];
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|character| character.is_ascii_alphanumeric() || character == '_');
+            match std::env::var(format!("HELLO_{name}")) {
+                Ok(value) if valid => (StatusCode::OK, format!("{value}\n")),
+                _ => (StatusCode::NOT_FOUND, "not set\n".to_owned()),
             }
         }
         _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
