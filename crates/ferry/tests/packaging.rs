@@ -72,7 +72,7 @@ fn ferry_packs_itself_lintian_clean_and_installs_in_a_sandbox() {
         "{}",
         sandbox_status(&root, "ferry")
     );
-    let version = ok(&mut Command::new(root.join("usr/bin/ferry")).arg("--version"));
+    let version = ok(Command::new(root.join("usr/bin/ferry")).arg("--version"));
     assert_eq!(
         stdout(&version).trim(),
         format!("ferry {}", env!("CARGO_PKG_VERSION"))
