@@ -226,29 +226,16 @@ fn start_supervisor(host: &Host) -> GroupGuard {
     GroupGuard::spawn(&mut command)
 }
 
-/// The host's agent file. `supervised`: restart through the host's `ferry run` and check
-/// `/health`; otherwise restart nothing and check nothing (the provisioning run, before the
-/// service exists).
-fn write_agent_file(host: &Host, fleet_store: &str, trust: &Path, supervised: bool) -> PathBuf {
-    let (restart, health, name) = if supervised {
-        (
-            format!(
-                "method = \"supervisor\"\ncontrol = {}\ntimeout = \"60s\"",
-                toml_string(&host.dir.join("control.sock").display().to_string())
-            ),
-            format!(
-                "http = \"http://127.0.0.1:{}/health\"\ntimeout = \"5s\"\nretry = \"200ms\"",
-                host.port
-            ),
-            "agent.toml",
-        )
-    } else {
-        (
-            "method = \"none\"".to_string(),
-            String::new(),
-            "provision.toml",
-        )
-    };
+/// The host's agent file: restart through the host's `ferry run`, check `/health`.
+fn write_agent_file(host: &Host, fleet_store: &str, trust: &Path) -> PathBuf {
+    let restart = format!(
+        "method = \"supervisor\"\ncontrol = {}\ntimeout = \"60s\"",
+        toml_string(&host.dir.join("control.sock").display().to_string())
+    );
+    let health = format!(
+        "http = \"http://127.0.0.1:{}/health\"\ntimeout = \"5s\"\nretry = \"200ms\"",
+        host.port
+    );
     let file = AgentFile {
         store: fleet_store,
         app: APP,
@@ -262,62 +249,24 @@ fn write_agent_file(host: &Host, fleet_store: &str, trust: &Path, supervised: bo
         restart: &restart,
         health: &health,
     };
-    let path = host.dir.join(name);
+    let path = host.dir.join("agent.toml");
     std::fs::write(&path, file.text()).expect("write the agent file");
     path
 }
 
-fn start_agent(host: &Host, config: &Path, s3: &S3Server, once: bool) -> GroupGuard {
+fn start_agent(host: &Host, config: &Path, s3: &S3Server) -> GroupGuard {
     let mut command = Command::new(ferry_binary());
-    command.arg("agent").arg("--config").arg(config);
-    if once {
-        command.arg("--once");
-    }
-    let log = if once { "provision.log" } else { "agent.log" };
     command
+        .arg("agent")
+        .arg("--config")
+        .arg(config)
         .env_remove("RUST_LOG")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(host.dir.join(log)).expect("create the agent log"));
+        .stderr(std::fs::File::create(host.dir.join("agent.log")).expect("create agent.log"));
     s3.apply(&mut command);
     GroupGuard::spawn(&mut command)
-}
-
-/// Provision every host the way an operator would (`ferry run` will not start a program
-/// that does not exist yet): one `ferry agent --once` with no restart installs the current
-/// release into the host's root; then the service can start on `current`.
-fn provision(hosts: &[Host], store: &str, trust: &Path, s3: &S3Server) {
-    let mut runs: Vec<(usize, GroupGuard)> = hosts
-        .iter()
-        .enumerate()
-        .map(|(index, host)| {
-            let config = write_agent_file(host, store, trust, false);
-            (index, start_agent(host, &config, s3, true))
-        })
-        .collect();
-    let deadline = Instant::now() + PHASE_DEADLINE;
-    while !runs.is_empty() {
-        let mut still_running = Vec::new();
-        for (index, mut run) in runs {
-            match run.try_wait() {
-                Some(status) => assert!(
-                    status.success(),
-                    "{}: ferry agent --once failed ({status}):\n{}",
-                    hosts[index].id,
-                    hosts[index].log_tail("provision.log")
-                ),
-                None => still_running.push((index, run)),
-            }
-        }
-        runs = still_running;
-        assert!(
-            Instant::now() < deadline || runs.is_empty(),
-            "{} provisioning runs did not finish within {PHASE_DEADLINE:?}",
-            runs.len()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Start every host's supervisor; a supervisor that exits at once lost its port to another
@@ -392,11 +341,10 @@ fn fifty_hosts_converge_on_publish_rollback_and_a_failing_release() {
             }
         })
         .collect();
-    provision(&hosts, &store, &publisher.public_key(), &s3);
     start_supervisors(&mut hosts);
     for host in &mut hosts {
-        let config = write_agent_file(host, &store, &publisher.public_key(), true);
-        host.agent = Some(start_agent(host, &config, &s3, false));
+        let config = write_agent_file(host, &store, &publisher.public_key());
+        host.agent = Some(start_agent(host, &config, &s3));
     }
     let options = ferry_store::StoreOptions {
         s3_endpoint: Some(s3.endpoint()),
@@ -411,7 +359,8 @@ fn fifty_hosts_converge_on_publish_rollback_and_a_failing_release() {
             .expect("a tokio runtime"),
     };
 
-    // v1: installed by provisioning, served by every supervisor, reported by every agent.
+    // v1: each agent's first install, started through its supervisor (which holds the port
+    // and waits for `current` to appear).
     fleet.converge("publish v1", |report, answered| {
         answered == VERSION_ONE && report["version"] == VERSION_ONE && report["state"] == "ok"
     });
