@@ -291,7 +291,7 @@ host-id = "test-host"
 
     fn default_health(&self) -> String {
         format!(
-            "http = \"http://127.0.0.1:{}/health\"\ntimeout = \"3s\"\nretry = \"100ms\"",
+            "http = \"http://127.0.0.1:{}/health\"\ntimeout = \"8s\"\nretry = \"100ms\"",
             self.port
         )
     }
@@ -1061,7 +1061,7 @@ fn dpkg_method_in_a_sandboxed_root_installs_upgrades_and_rolls_back() {
     world.restart = Restart::Script;
     // Health: the installed package's mode file must not say "unhealthy".
     let health = format!(
-        "command = [\"sh\", \"-c\", \"test -f {root}/usr/bin/hello-service && ! grep -q unhealthy {root}/usr/share/hello-service/mode 2>/dev/null\"]\ntimeout = \"2s\"\nretry = \"100ms\"",
+        "command = [\"sh\", \"-c\", \"test -f {root}/usr/bin/hello-service && ! grep -q unhealthy {root}/usr/share/hello-service/mode 2>/dev/null\"]\ntimeout = \"10s\"\nretry = \"100ms\"",
         root = root.display()
     );
     world.write_config(&health);
