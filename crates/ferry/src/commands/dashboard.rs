@@ -47,7 +47,13 @@ struct Shared {
     channel: String,
     stale_after: Duration,
     page: String,
+    /// The apps found by the last listing and when: listing `apps/` walks every history
+    /// entry too, so it is redone at most every APPS_REFRESH, not on every page refresh.
+    apps: tokio::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
 }
+
+/// How long a discovered list of apps is reused.
+const APPS_REFRESH: Duration = Duration::from_secs(30);
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = args.store.open(false)?;
@@ -58,6 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         channel: args.channel.clone(),
         stale_after: args.stale_after,
         page: PAGE.replace("__REFRESH_MS__", &refresh_ms.to_string()),
+        apps: tokio::sync::Mutex::new(None),
     });
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -164,7 +171,17 @@ async fn answer(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
 async fn statuses(shared: &Shared) -> anyhow::Result<serde_json::Value> {
     let apps = match &shared.app {
         Some(app) => vec![app.clone()],
-        None => apps_in(&shared.store).await?,
+        None => {
+            let mut cached = shared.apps.lock().await;
+            match cached.as_ref() {
+                Some((at, apps)) if at.elapsed() < APPS_REFRESH => apps.clone(),
+                _ => {
+                    let apps = apps_in(&shared.store).await?;
+                    *cached = Some((std::time::Instant::now(), apps.clone()));
+                    apps
+                }
+            }
+        }
     };
     let mut statuses = Vec::new();
     for app in apps {
