@@ -183,7 +183,7 @@ impl Rollout {
     pub fn check_clock_skew(&self, max_skew_s: u64) -> Result<(), Error> {
         for pair in self.waves.windows(2) {
             let gap = pair[1].after_s - pair[0].after_s.min(pair[1].after_s);
-            if gap < 2 * max_skew_s {
+            if gap < max_skew_s.saturating_mul(2) {
                 return Err(invalid(
                     &self.to_spec(),
                     format!(
@@ -194,7 +194,7 @@ impl Rollout {
                         format_delay(pair[1].after_s),
                         format_delay(gap),
                         format_delay(max_skew_s),
-                        format_delay(2 * max_skew_s)
+                        format_delay(max_skew_s.saturating_mul(2))
                     ),
                 ));
             }
