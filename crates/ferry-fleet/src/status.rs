@@ -189,8 +189,13 @@ pub fn summarize(
                     let opened = wave
                         .and_then(|index| pointer.rollout.opens_at(index, pointer.published_at))
                         .unwrap_or(pointer.published_at);
-                    let silent = last_seen.is_none_or(|seen| seen + stale_after_time < now);
-                    opened + stale_after_time < now && silent
+                    // A limit too large to add to a time means "never stale" (no overflow panic).
+                    let past = |moment: OffsetDateTime| {
+                        moment
+                            .checked_add(stale_after_time)
+                            .is_some_and(|limit| limit < now)
+                    };
+                    past(opened) && last_seen.is_none_or(past)
                 }
                 _ => false,
             };
@@ -525,6 +530,21 @@ mod tests {
         assert_eq!(status.totals.stale, 0);
         assert!(status.waves.iter().all(|wave| !wave.open));
         assert!(status.pointer.unwrap().paused);
+    }
+
+    #[test]
+    fn an_enormous_stale_limit_flags_nothing_and_does_not_overflow() {
+        let pointer = pointer("2.0", "100%:0", false);
+        let status = summarize(
+            "hello",
+            "stable",
+            Some(&pointer),
+            vec![report("web-1", "1.0", "ok", -1000, &[])],
+            0,
+            at(3600),
+            Duration::from_secs(u64::MAX),
+        );
+        assert_eq!(status.totals.stale, 0);
     }
 
     #[test]

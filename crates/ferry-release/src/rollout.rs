@@ -69,8 +69,13 @@ fn parse_delay(text: &str, spec: &str) -> Result<u64, Error> {
     };
     number
         .checked_mul(scale)
-        .ok_or_else(|| invalid(spec, format!("delay {text:?} is too large")))
+        .filter(|seconds| *seconds <= MAX_DELAY_S)
+        .ok_or_else(|| invalid(spec, format!("delay {text:?} is more than a year")))
 }
+
+/// The longest wave delay accepted: a year. Longer ones are typos, and times that far out
+/// would overflow date arithmetic in older readers.
+pub const MAX_DELAY_S: u64 = 366 * 86_400;
 
 /// A delay in the short form `parse` reads (`0`, `45s`, `10m`, `1h`).
 pub fn format_delay(seconds: u64) -> String {
@@ -145,6 +150,9 @@ impl Rollout {
         let Some(last) = self.waves.last() else {
             return Err(invalid(&spec, "a rollout needs at least one wave"));
         };
+        if self.waves.iter().any(|wave| wave.after_s > MAX_DELAY_S) {
+            return Err(invalid(&spec, "a wave delay is more than a year"));
+        }
         for pair in self.waves.windows(2) {
             if pair[1].percent <= pair[0].percent {
                 return Err(invalid(
@@ -285,6 +293,8 @@ mod tests {
             ("50%:10y,100%:1h", "unknown unit"),
             ("50%:-1,100%:1h", "whole number"),
             ("50%:99999999999999999999d,100%:1h", "whole number"),
+            ("50%:0,100%:99999999999d", "more than a year"),
+            ("50%:0,100%:367d", "more than a year"),
         ] {
             let error = Rollout::parse(spec).unwrap_err().to_string();
             assert!(error.contains(expected), "{spec:?}: {error}");
