@@ -21,7 +21,7 @@ pub use envelope::{
 };
 pub use error::Error;
 pub use keys::{GeneratedKeyPair, KeyId, SigningKey, TrustedKeys, generate_key_pair};
-pub use rollout::{format_delay, host_percentile, rollout_seed};
+pub use rollout::{MAX_DELAY_S, format_delay, host_percentile, rollout_seed};
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
