@@ -706,14 +706,9 @@ impl Agent {
     }
 }
 
-/// This host's place in a staged rollout: a stable percentile from `seed` (host, app,
-/// channel); it may update once a wave covering that percentile has opened.
-pub fn host_percentile(seed: &str) -> u8 {
-    let digest = sha2::Sha256::digest(seed.as_bytes());
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    (u64::from_be_bytes(first) % 100) as u8
-}
+/// This host's place in a staged rollout; the rule lives in `ferry_release` so the agent,
+/// `ferry status` and `ferry watch` agree on who is in which wave.
+pub use ferry_release::host_percentile;
 
 /// Why a host with `seed` must still wait for `pointer`'s rollout at `now`, or `None`.
 pub fn wave_wait(
@@ -721,16 +716,11 @@ pub fn wave_wait(
     pointer: &ChannelPointer,
     now: time::OffsetDateTime,
 ) -> Option<String> {
-    if pointer.rollout.waves.is_empty() {
-        return None;
-    }
     let percentile = host_percentile(seed);
-    let open = pointer.rollout.waves.iter().any(|wave| {
-        percentile < wave.percent
-            && pointer.published_at
-                + time::Duration::seconds(wave.after_s.min(i64::MAX as u64) as i64)
-                <= now
-    });
+    // Checked date arithmetic inside: an absurd delay in a signed pointer means "not yet", never a panic.
+    let open = pointer
+        .rollout
+        .host_may_update(percentile, pointer.published_at, now);
     (!open).then(|| {
         format!("host is at percentile {percentile} of the rollout; its wave has not opened yet")
     })
@@ -1010,6 +1000,15 @@ mod tests {
             host_percentile(&late[0]),
             "stable per host"
         );
+    }
+
+    #[test]
+    fn a_wave_delay_past_the_end_of_time_waits_instead_of_panicking() {
+        let text = r#"{"schema":1,"app":"a","channel":"c","serial":1,"release":{"version":"1","artifacts":{}},
+            "rollout":{"waves":[{"percent":100,"after_s":18446744073709551615}]},
+            "published_at":"2026-11-27T05:00:00Z","expires_at":null}"#;
+        let pointer: ChannelPointer = serde_json::from_str(text).unwrap();
+        assert!(wave_wait("host-1", &pointer, ferry_release::now_utc()).is_some());
     }
 
     #[tokio::test]
