@@ -128,6 +128,9 @@ impl std::fmt::Display for Compression {
     }
 }
 
+/// The size of each multi-threaded zstd job.
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
+
 /// A streaming compressor writing into `W`; call [`Compressor::finish`] at the end.
 pub struct Compressor<W: Write>(CompressorInner<W>);
 
@@ -155,6 +158,12 @@ impl<W: Write> Compressor<W> {
                 encoder
                     .multithread(threads)
                     .map_err(Error::io("starting zstd worker threads"))?;
+                // Fixed 2 MiB jobs (not zstd's level-dependent default of several window
+                // sizes): the last job is what the other workers wait for at the end, and
+                // a fixed size keeps the output independent of the worker count.
+                encoder
+                    .set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))
+                    .map_err(Error::io("configuring zstd"))?;
                 encoder
                     .include_checksum(true)
                     .map_err(Error::io("configuring zstd"))?;

@@ -465,9 +465,19 @@ pub fn write_package<W: Write, S: Read + Write + Seek>(
         // md5 runs on its own thread, fed the same chunks the compressor gets, so hashing
         // overlaps reading and compressing instead of adding to them.
         let (sender, receiver) = std::sync::mpsc::sync_channel::<HashMessage>(8);
+        // Hashed chunks come back for reuse, so big files do not cost an allocation (and
+        // fresh zeroed pages) per megabyte.
+        let (recycle_sender, recycle_receiver) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
         let (result, hashed) = std::thread::scope(|scope| {
-            let hasher_thread = scope.spawn(move || hash_files(receiver));
-            let result = write_data(&nodes, &conffiles, &mut tar, &sender, listener);
+            let hasher_thread = scope.spawn(move || hash_files(receiver, recycle_sender));
+            let result = write_data(
+                &nodes,
+                &conffiles,
+                &mut tar,
+                &sender,
+                &recycle_receiver,
+                listener,
+            );
             drop(sender);
             (result, hasher_thread.join())
         });
@@ -600,12 +610,19 @@ enum HashMessage {
 }
 
 /// The md5 thread: hash chunks in order and build the md5sums text.
-fn hash_files(receiver: std::sync::mpsc::Receiver<HashMessage>) -> String {
+fn hash_files(
+    receiver: std::sync::mpsc::Receiver<HashMessage>,
+    recycle: std::sync::mpsc::SyncSender<Vec<u8>>,
+) -> String {
     let mut text = String::new();
     let mut hasher = Md5::new();
     for message in receiver {
         match message {
-            HashMessage::Chunk(bytes) => hasher.update(&bytes),
+            HashMessage::Chunk(bytes) => {
+                hasher.update(&bytes);
+                // A full pool or a finished writer just means the buffer is dropped.
+                let _ = recycle.try_send(bytes);
+            }
             HashMessage::End(path) => {
                 let digest = std::mem::take(&mut hasher).finalize();
                 if let Some(path) = path {
@@ -626,6 +643,7 @@ fn write_data<W: Write>(
     conffiles: &BTreeSet<String>,
     tar: &mut TarWriter<W>,
     hasher: &std::sync::mpsc::SyncSender<HashMessage>,
+    recycled: &std::sync::mpsc::Receiver<Vec<u8>>,
     listener: &mut dyn Listener,
 ) -> Result<()> {
     let hash_gone = || Error::Io {
@@ -662,7 +680,8 @@ fn write_data<W: Write>(
                         let mut copied = 0u64;
                         while copied < *size {
                             let want = (*size - copied).min(1 << 20) as usize;
-                            let mut chunk = vec![0u8; want];
+                            let mut chunk = recycled.try_recv().unwrap_or_default();
+                            chunk.resize(want, 0);
                             let read = read_up_to(&mut file, &mut chunk).map_err(file_error)?;
                             if read == 0 {
                                 break;

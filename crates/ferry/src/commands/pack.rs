@@ -149,8 +149,12 @@ fn write(
     // data.tar is compressed into scratch space first (control.tar, which lists its md5sums,
     // comes before it). Packages of ordinary size keep it in memory; big ones use an
     // unlinked file beside the output, on the same disk.
-    let summary = if input_size(spec) <= IN_MEMORY_LIMIT {
-        let mut scratch = std::io::Cursor::new(Vec::new());
+    let input = input_size(spec);
+    let summary = if input <= IN_MEMORY_LIMIT {
+        // Room for the compressed data up front (untouched capacity costs nothing), so the
+        // buffer never reallocates and copies itself while growing.
+        let capacity = usize::try_from(input).unwrap_or(0) + (1 << 20);
+        let mut scratch = std::io::Cursor::new(Vec::with_capacity(capacity));
         ferry_deb::write_package(spec, &mut writer, &mut scratch, &mut listener)?
     } else {
         let scratch_path = out_dir.join(format!(".ferry-pack-scratch-{}", std::process::id()));
