@@ -33,7 +33,11 @@ pub fn prepare(method: &Install, package: &Path, version: &str) -> Result<(), Er
         Install::Dpkg { .. } => {
             let deb = ferry_deb::DebReader::open(package).map_err(|error| Error::Install {
                 version: version.to_string(),
-                message: format!("{} is not a readable .deb: {error}", package.display()),
+                message: format!(
+                    "{} is not a readable .deb: {}",
+                    package.display(),
+                    with_causes(&error)
+                ),
             })?;
             if deb.control().package().is_none_or(str::is_empty) {
                 return Err(Error::Install {
@@ -131,10 +135,22 @@ pub fn unpack_release(package: &Path, root: &Path, version: &str) -> Result<Path
 fn open_data_tar(package: &Path) -> Result<Box<dyn Read>, Error> {
     let not_readable = |error: ferry_deb::Error| Error::Install {
         version: package.display().to_string(),
-        message: format!("not a readable .deb: {error}"),
+        message: format!("not a readable .deb: {}", with_causes(&error)),
     };
     let deb = ferry_deb::DebReader::open(package).map_err(not_readable)?;
     Ok(Box::new(deb.into_data().map_err(not_readable)?))
+}
+
+/// An error and its causes, `a: b: c` (ferry-deb keeps the cause in `source()`).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Check one entry path: relative, no `..`, not empty. Returns the cleaned relative path
