@@ -561,17 +561,4 @@ mod tests {
         assert!(status.pointer.is_none());
         assert!(status.hosts.is_empty() && status.waves.is_empty());
     }
-
-    /// The agent and the status must put every host in the same wave.
-    #[test]
-    fn host_percentile_matches_the_agents() {
-        for index in 0..500 {
-            let seed = rollout_seed(&format!("host-{index:03}"), "hello", "stable");
-            assert_eq!(
-                host_percentile(&seed),
-                ferry_agent::agent::host_percentile(&seed),
-                "{seed}"
-            );
-        }
-    }
 }
