@@ -154,6 +154,10 @@ pub struct Agent {
     /// ETag of a pointer verified and handled this run but not committed to the journal
     /// (a refusal or a wait); it keeps the next polls conditional.
     seen_etag: Option<String>,
+    /// Config bundles, when configured.
+    config: Option<crate::config_bundle::ConfigApplier>,
+    /// Self-update, when configured.
+    self_update: Option<crate::self_update::SelfUpdater>,
 }
 
 impl Agent {
@@ -175,7 +179,36 @@ impl Agent {
                 .current_serial
                 .store(current.serial, Ordering::Relaxed);
         }
+        let config = match &settings.config {
+            Some(config) => Some(crate::config_bundle::ConfigApplier::new(
+                &settings.app,
+                &settings.channel,
+                config.clone(),
+                &settings.state_dir,
+                settings.restart.clone(),
+                settings.health.clone(),
+                store.clone(),
+                trusted.clone(),
+            )?),
+            None => None,
+        };
+        let self_update = match &settings.self_update {
+            Some(self_update) => Some(crate::self_update::SelfUpdater::new(
+                self_update.clone(),
+                settings.state_dir.join(format!(
+                    "{}.{}.self-update.json",
+                    settings.app, settings.channel
+                )),
+                store.clone(),
+                trusted.clone(),
+                settings.cache_dir.clone(),
+                settings.architecture.clone(),
+            )?),
+            None => None,
+        };
         Ok(Agent {
+            config,
+            self_update,
             settings,
             store,
             trusted,
@@ -205,10 +238,72 @@ impl Agent {
 
     /// One cycle: finish whatever the journal says is in flight, else poll and maybe update.
     pub async fn cycle(&mut self) -> Result<Outcome, Error> {
+        let outcome = if self.state.step != Step::Idle {
+            self.resume().await?
+        } else {
+            self.poll().await?
+        };
+        // Config and self-update run after the release step and only when no release update
+        // is in flight, so the three never overlap.
         if self.state.step != Step::Idle {
-            return self.resume().await;
+            return Ok(outcome);
         }
-        self.poll().await
+        let outcome = self.config_cycle(outcome).await;
+        self.self_update_cycle().await;
+        Ok(outcome)
+    }
+
+    /// Apply a new config bundle, if any. A config rollback or refusal shows in the outcome
+    /// only when the release step had nothing to say.
+    async fn config_cycle(&mut self, outcome: Outcome) -> Outcome {
+        let Some(config) = self.config.as_mut() else {
+            return outcome;
+        };
+        let version = self
+            .state
+            .current
+            .as_ref()
+            .map(|current| current.version.clone())
+            .unwrap_or_default();
+        let quiet = matches!(
+            outcome,
+            Outcome::UpToDate | Outcome::NoPointer | Outcome::Waiting { .. }
+        );
+        match config.cycle(&version).await {
+            Ok(crate::config_bundle::ConfigOutcome::RolledBack { serial, .. }) if quiet => {
+                Outcome::RolledBack {
+                    version: format!("config serial {serial}"),
+                }
+            }
+            Ok(crate::config_bundle::ConfigOutcome::Refused { reason }) if quiet => {
+                Outcome::Refused { reason }
+            }
+            Ok(_) => outcome,
+            Err(error) => {
+                tracing::warn!(app = %self.settings.app, "config step failed: {error}");
+                outcome
+            }
+        }
+    }
+
+    /// Follow ferry's own channel; re-execute into a new, tested binary.
+    async fn self_update_cycle(&mut self) {
+        let Some(updater) = self.self_update.as_mut() else {
+            return;
+        };
+        match updater.cycle().await {
+            Ok(crate::self_update::SelfUpdateOutcome::ReExec { binary, version }) => {
+                tracing::info!(%version, binary = %binary.display(), "re-executing into the new agent");
+                let error = crate::self_update::re_exec(&binary);
+                // Only reached when exec failed: this binary keeps running.
+                tracing::error!("cannot re-execute into the new agent: {error}");
+                if let Err(error) = updater.exec_failed(error.to_string()).await {
+                    tracing::error!("self-update rollback failed: {error}");
+                }
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!("self-update step failed: {error}"),
+        }
     }
 
     async fn resume(&mut self) -> Result<Outcome, Error> {

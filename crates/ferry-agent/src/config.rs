@@ -51,6 +51,43 @@ pub struct AgentFile {
     /// How to tell whether the new release works.
     #[serde(default)]
     pub health: Option<HealthFile>,
+    /// Config bundles: where their files go (see docs/config.md).
+    #[serde(default)]
+    pub config: Option<ConfigFile>,
+    /// The agent updating itself from ferry's own channel (see docs/provisioning.md).
+    #[serde(default)]
+    pub self_update: Option<SelfUpdateFile>,
+}
+
+/// `[config]`: config bundles.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConfigFile {
+    /// The directory the bundle's files are written into.
+    pub dir: PathBuf,
+    /// The config channel (default: the agent's channel).
+    pub channel: Option<String>,
+}
+
+/// `[self-update]`: the agent follows ferry's own channel.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SelfUpdateFile {
+    /// The app holding ferry's package (default `ferry`).
+    pub app: Option<String>,
+    /// Its channel (default `stable`).
+    pub channel: Option<String>,
+    /// `dpkg` or `unpack`.
+    pub method: String,
+    /// unpack: the directory holding releases/<version>/ and `current`.
+    pub root: Option<PathBuf>,
+    /// The binary to re-execute into (default `/usr/bin/ferry`, or `<root>/current/usr/bin/ferry`).
+    pub binary: Option<PathBuf>,
+    /// dpkg: the program (default `dpkg`).
+    pub dpkg: Option<PathBuf>,
+    /// dpkg: extra arguments before the action.
+    #[serde(default)]
+    pub dpkg_args: Vec<String>,
 }
 
 /// `[install]`.
@@ -181,6 +218,10 @@ pub struct Settings {
     pub restart: Restart,
     /// Health check.
     pub health: Health,
+    /// Config bundles, when `[config]` is set.
+    pub config: Option<crate::config_bundle::ConfigSettings>,
+    /// Self-update, when `[self-update]` is set.
+    pub self_update: Option<crate::self_update::SelfUpdateSettings>,
 }
 
 /// How a release is installed.
@@ -530,7 +571,69 @@ impl Settings {
                 successes: 1,
             },
         };
+        let config = match file.config {
+            Some(config) => {
+                let channel = config.channel.unwrap_or_else(|| channel.clone());
+                if !valid_name(&channel) {
+                    return Err(config_error(
+                        origin,
+                        format!("[config] `channel` = {channel:?} is not a valid name"),
+                    ));
+                }
+                if !config.dir.is_absolute() {
+                    return Err(config_error(
+                        origin,
+                        format!("[config] `dir` = {:?} must be an absolute path", config.dir),
+                    ));
+                }
+                Some(crate::config_bundle::ConfigSettings {
+                    dir: config.dir,
+                    channel,
+                })
+            }
+            None => None,
+        };
+        let self_update = match file.self_update {
+            Some(self_update) => {
+                let app = self_update.app.unwrap_or_else(|| "ferry".to_owned());
+                let channel = self_update.channel.unwrap_or_else(|| "stable".to_owned());
+                if !valid_name(&app) || !valid_name(&channel) {
+                    return Err(config_error(
+                        origin,
+                        format!("[self-update] {app:?}/{channel:?} is not a valid app/channel"),
+                    ));
+                }
+                let install = resolve_install(
+                    InstallFile {
+                        method: self_update.method,
+                        root: self_update.root,
+                        keep: None,
+                        dpkg: self_update.dpkg,
+                        dpkg_args: self_update.dpkg_args,
+                        lock_timeout: None,
+                    },
+                    origin,
+                )
+                .map_err(|error| config_error(origin, format!("[self-update]: {error}")))?;
+                let binary = self_update.binary.unwrap_or_else(|| match &install {
+                    Install::Unpack { root, .. } => root.join("current/usr/bin/ferry"),
+                    Install::Dpkg { .. } => PathBuf::from("/usr/bin/ferry"),
+                });
+                let config_path =
+                    std::path::absolute(origin).unwrap_or_else(|_| origin.to_path_buf());
+                Some(crate::self_update::SelfUpdateSettings {
+                    app,
+                    channel,
+                    install,
+                    binary,
+                    config_path,
+                })
+            }
+            None => None,
+        };
         Ok(Settings {
+            config,
+            self_update,
             store,
             s3_endpoint: overrides.s3_endpoint.or(file.s3_endpoint),
             app,

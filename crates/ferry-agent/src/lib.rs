@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod backoff;
 pub mod config;
+pub mod config_bundle;
 mod error;
 pub mod fault;
 pub mod fsutil;
@@ -13,6 +14,7 @@ pub mod install;
 pub mod journal;
 pub mod metrics;
 pub mod restart;
+pub mod self_update;
 
 pub use agent::{Agent, Outcome, RunOptions, StatusReport, run};
 pub use config::{AgentFile, Overrides, Settings};

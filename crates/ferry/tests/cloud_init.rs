@@ -281,6 +281,9 @@ fn agent_deb_url_with_sha256_is_valid_and_pinned() {
             "web.service",
             "--health-http",
             "http://127.0.0.1:8080/health",
+            "--config-dir",
+            "/etc/web/ferry",
+            "--self-update",
         ]));
     let user_data = dir.write("user-data.yaml", &output.stdout);
     cloud_init_schema(&user_data);
@@ -313,6 +316,8 @@ fn agent_deb_url_with_sha256_is_valid_and_pinned() {
         "s3-endpoint = \"http://127.0.0.1:9000\"",
         "unit = \"web.service\"",
         "http = \"http://127.0.0.1:8080/health\"",
+        "[config]\ndir = \"/etc/web/ferry\"",
+        "[self-update]\napp = \"ferry\"\nchannel = \"stable\"\nmethod = \"dpkg\"",
     ] {
         assert!(config.contains(wanted), "{wanted} missing:\n{config}");
     }

@@ -70,6 +70,12 @@ pub struct Args {
     /// Health check after an install: GET this http:// URL, expect 2xx.
     #[arg(long, value_name = "URL")]
     pub health_http: Option<String>,
+    /// Apply config bundles (`ferry config push`) into this directory (`[config] dir`).
+    #[arg(long, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Let the agent update itself from `--agent-app`/`--agent-channel` (`[self-update]`).
+    #[arg(long)]
+    pub self_update: bool,
 }
 
 /// Where the bootstrap script fetches the agent package from, and what it must hash to.
@@ -176,6 +182,21 @@ fn agent_config(args: &Args, keys: &[KeyFile]) -> anyhow::Result<String> {
     }
     if let Some(url) = &args.health_http {
         let _ = writeln!(text, "\n[health]\nhttp = {}", quote(url));
+    }
+    if let Some(dir) = &args.config_dir {
+        let _ = writeln!(
+            text,
+            "\n[config]\ndir = {}",
+            quote(&dir.display().to_string())
+        );
+    }
+    if args.self_update {
+        let _ = writeln!(
+            text,
+            "\n[self-update]\napp = {}\nchannel = {}\nmethod = \"dpkg\"",
+            quote(&args.agent_app),
+            quote(&args.agent_channel)
+        );
     }
     let origin = Path::new(AGENT_CONFIG_PATH);
     let file = ferry_agent::AgentFile::parse(&text, origin)
