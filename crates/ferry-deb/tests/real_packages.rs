@@ -107,7 +107,7 @@ fn assert_agrees_with_dpkg(deb: &Path) -> ferry_deb::Inspection {
 fn reads_real_debian_packages_like_dpkg_deb() {
     let dir = Dir::new("apt");
     let packages = ["hello", "base-files", "tzdata", "libzstd1"];
-    if let Err(error) = apt_download(dir.path(), &packages) {
+    if let Err(error) = ferry_testutil::apt_download(dir.path(), &packages) {
         eprintln!(
             "SKIPPED: apt-get download could not fetch {packages:?} (no Debian mirror reachable?): {}",
             error
@@ -201,34 +201,4 @@ fn reads_every_compression_dpkg_deb_builds() {
             "long path kept"
         );
     }
-}
-
-/// `apt-get download` into `dir`; when the package lists are missing (a fresh machine) and
-/// we are root, refresh them once and retry. Returns the error text when it cannot.
-fn apt_download(dir: &Path, packages: &[&str]) -> Result<(), String> {
-    let download = || {
-        Command::new("apt-get")
-            .arg("download")
-            .args(packages)
-            .current_dir(dir)
-            .output()
-            .expect("run apt-get")
-    };
-    let output = download();
-    if output.status.success() {
-        return Ok(());
-    }
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|id| String::from_utf8_lossy(&id.stdout).trim() == "0");
-    if is_root {
-        let _ = Command::new("apt-get").args(["update", "-qq"]).status();
-        let retry = download();
-        if retry.status.success() {
-            return Ok(());
-        }
-        return Err(String::from_utf8_lossy(&retry.stderr).into_owned());
-    }
-    Err(String::from_utf8_lossy(&output.stderr).into_owned())
 }

@@ -130,3 +130,33 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     }
     dir.join(name)
 }
+
+/// `apt-get download` into `dir`; when the package lists are missing (a fresh machine) and
+/// we are root, refresh them once and retry. Returns the error text when it cannot.
+pub fn apt_download(dir: &Path, packages: &[&str]) -> Result<(), String> {
+    let download = || {
+        Command::new("apt-get")
+            .arg("download")
+            .args(packages)
+            .current_dir(dir)
+            .output()
+            .expect("run apt-get")
+    };
+    let output = download();
+    if output.status.success() {
+        return Ok(());
+    }
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|id| String::from_utf8_lossy(&id.stdout).trim() == "0");
+    if is_root {
+        let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+        let retry = download();
+        if retry.status.success() {
+            return Ok(());
+        }
+        return Err(String::from_utf8_lossy(&retry.stderr).into_owned());
+    }
+    Err(String::from_utf8_lossy(&output.stderr).into_owned())
+}
