@@ -356,6 +356,25 @@ impl GroupGuard {
     }
 }
 
+/// Stop a fleet: every agent first (so none acts on a supervisor going away), then every
+/// supervisor with SIGTERM so it drains its service, and whatever is still up after 10 s is
+/// killed with its process groups.
+pub fn stop_fleet(agents: Vec<GroupGuard>, supervisors: Vec<GroupGuard>) {
+    for mut agent in agents {
+        agent.kill();
+    }
+    for supervisor in &supervisors {
+        supervisor.terminate();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for mut supervisor in supervisors {
+        while supervisor.try_wait().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        supervisor.kill();
+    }
+}
+
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         self.kill();

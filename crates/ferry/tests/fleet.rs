@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_testutil::fleet::{
-    AgentFile, GroupGuard, Publisher, http_get, stripped_copy, toml_string,
+    AgentFile, GroupGuard, Publisher, http_get, stop_fleet, stripped_copy, toml_string,
 };
 use ferry_testutil::s3::S3Server;
 use ferry_testutil::{Dir, free_port, workspace_binary};
@@ -73,26 +73,17 @@ struct Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        for host in &mut self.hosts {
-            if let Some(mut agent) = host.agent.take() {
-                agent.kill();
-            }
-        }
-        // Supervisors drain their service on SIGTERM; whatever is left is killed by group.
-        for host in &self.hosts {
-            if let Some(supervisor) = &host.supervisor {
-                supervisor.terminate();
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for host in &mut self.hosts {
-            if let Some(mut supervisor) = host.supervisor.take() {
-                while supervisor.try_wait().is_none() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                supervisor.kill();
-            }
-        }
+        let agents = self
+            .hosts
+            .iter_mut()
+            .filter_map(|host| host.agent.take())
+            .collect();
+        let supervisors = self
+            .hosts
+            .iter_mut()
+            .filter_map(|host| host.supervisor.take())
+            .collect();
+        stop_fleet(agents, supervisors);
     }
 }
 
