@@ -17,6 +17,8 @@
 # Usage: bench/agent-idle.sh   (POLLS=1000 BASELINE_POLLS=20 in the environment to change)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 polls="${POLLS:-1000}"
 baseline_polls="${BASELINE_POLLS:-20}"
@@ -36,19 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-port="$(free_port)"
-moto_server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
-moto_pid=$!
-for _ in $(seq 1 200); do
-  curl -fs "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
-  sleep 0.05
-done
-
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
-export AWS_EC2_METADATA_DISABLED=true
-endpoint="http://127.0.0.1:$port"
-aws --endpoint-url "$endpoint" s3api create-bucket --bucket ferry-bench >/dev/null
+start_moto "$work/moto.log"
 
 # A 10 MB package (incompressible payload, stored uncompressed), published once.
 mkdir -p "$work/pkg/DEBIAN" "$work/pkg/usr/share/bench"
@@ -122,7 +112,7 @@ measure_agent direct "$endpoint"
 # handshake (both ends' kernel work lands on the agent over loopback). AWS S3 keeps
 # connections alive; a small keep-alive front in front of moto shows that case.
 front_port="$(free_port)"
-python3 bench/agent-keepalive-front.py "$front_port" "$port" >"$work/front.log" 2>&1 &
+python3 bench/agent-keepalive-front.py "$front_port" "$moto_port" >"$work/front.log" 2>&1 &
 front_pid=$!
 for _ in $(seq 1 100); do
   curl -fs "http://127.0.0.1:$front_port/" >/dev/null 2>&1 && break

@@ -7,6 +7,8 @@
 # Usage: bench/publish.sh [SIZE_MB]   (default 100; RUNS=3 in the environment to change runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 size_mb="${1:-100}"
 runs="${RUNS:-3}"
@@ -22,18 +24,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-moto_server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
-moto_pid=$!
-for _ in $(seq 1 200); do
-  curl -fs "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
-  sleep 0.05
-done
-
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
-export AWS_EC2_METADATA_DISABLED=true
-endpoint="http://127.0.0.1:$port"
-aws --endpoint-url "$endpoint" s3api create-bucket --bucket ferry-bench >/dev/null
+start_moto "$work/moto.log"
 
 # A package whose payload is incompressible, stored uncompressed: the .deb is ~SIZE_MB.
 mkdir -p "$work/root/DEBIAN" "$work/root/usr/share/bench"
