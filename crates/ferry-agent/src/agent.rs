@@ -22,6 +22,7 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use crate::backoff::{Backoff, Jitter};
 use crate::config::Settings;
 use crate::fault;
+use crate::floor::FloorRecords;
 use crate::journal::{BadRelease, Journal, Release, State, Step};
 use crate::metrics::Metrics;
 use crate::{Error, health, install, restart};
@@ -83,7 +84,7 @@ pub struct StatusReport {
     pub serial: Option<u64>,
     /// Highest serial accepted.
     pub highest_serial: u64,
-    /// `ok`, `updating`, `rolled-back`, `refused`, `failed` or `new`.
+    /// `ok`, `updating`, `rolled-back`, `refused`, `retrying`, `failed` or `new`.
     pub state: String,
     /// The journal step.
     pub step: String,
@@ -158,6 +159,11 @@ pub struct Agent {
     config: Option<crate::config_bundle::ConfigApplier>,
     /// Self-update, when configured.
     self_update: Option<crate::self_update::SelfUpdater>,
+    /// Set when the last cycle hit a "try again later" fault that it answered itself (a blob
+    /// missing or wrong in the store): the run loop backs off instead of waiting one interval.
+    retry_soon: bool,
+    /// Copies of the serial floor outside the journal.
+    floor: FloorRecords,
 }
 
 impl Agent {
@@ -165,7 +171,7 @@ impl Agent {
     pub fn new(settings: Settings, store: Store, metrics: Arc<Metrics>) -> Result<Agent, Error> {
         let trusted = TrustedKeys::from_files(&settings.trust).map_err(|error| Error::Config {
             path: settings.trust.first().cloned().unwrap_or_default(),
-            message: error.to_string(),
+            message: ErrorChain(&error).to_string(),
         })?;
         for dir in [&settings.state_dir, &settings.cache_dir] {
             std::fs::create_dir_all(dir)
@@ -173,7 +179,17 @@ impl Agent {
         }
         let journal = Journal::new(&settings.state_dir, &settings.app, &settings.channel);
         let lock = journal.lock()?;
-        let state = journal.load(&settings.app, &settings.channel)?;
+        let mut state = journal.load(&settings.app, &settings.channel)?;
+        let floor = FloorRecords::new(&settings);
+        let recovered = floor.recover(&trusted, &settings.app, &settings.channel);
+        if recovered > state.highest_serial {
+            tracing::warn!(
+                app = %settings.app, channel = %settings.channel, journal = state.highest_serial, recovered,
+                "the journal's serial floor is lower than a signed copy kept on this host (state dir wiped or restored?); using the copy"
+            );
+            state.highest_serial = recovered;
+            journal.save(&state)?;
+        }
         if let Some(current) = &state.current {
             metrics
                 .current_serial
@@ -216,6 +232,8 @@ impl Agent {
             state,
             metrics,
             seen_etag: None,
+            retry_soon: false,
+            floor,
             _lock: lock,
         })
     }
@@ -238,6 +256,7 @@ impl Agent {
 
     /// One cycle: finish whatever the journal says is in flight, else poll and maybe update.
     pub async fn cycle(&mut self) -> Result<Outcome, Error> {
+        self.retry_soon = false;
         let outcome = if self.state.step != Step::Idle {
             self.resume().await?
         } else {
@@ -314,7 +333,13 @@ impl Agent {
         );
         match step {
             Step::Idle => Ok(Outcome::UpToDate),
-            Step::Downloading { target } => self.update(target, None).await,
+            // Nothing on the host was touched yet: poll again, so a newer serial (or a store
+            // that changed meanwhile) decides what to fetch, not a stale journal entry.
+            Step::Downloading { .. } => {
+                self.state.step = Step::Idle;
+                self.save()?;
+                self.poll().await
+            }
             Step::Installing { target } => self.install_restart_check(target, true).await,
             Step::Restarting { target } => self.restart_check(target).await,
             Step::Checking { target } => self.check_and_commit(target, None).await,
@@ -415,6 +440,9 @@ impl Agent {
         {
             let changed =
                 target.serial != self.state.highest_serial || self.state.etag != object.etag;
+            if target.serial > self.state.highest_serial {
+                self.floor.record(&object.bytes);
+            }
             self.state.highest_serial = self.state.highest_serial.max(target.serial);
             if let Some(current) = &mut self.state.current {
                 current.serial = current.serial.max(target.serial);
@@ -441,6 +469,9 @@ impl Agent {
             return Ok(Outcome::Waiting { reason });
         }
         // Accept: the serial is persisted before anything else happens.
+        if target.serial > self.state.highest_serial {
+            self.floor.record(&object.bytes);
+        }
         self.state.highest_serial = self.state.highest_serial.max(target.serial);
         self.update(target, object.etag).await
     }
@@ -482,11 +513,12 @@ impl Agent {
         let started = Instant::now();
         match download(&self.store, &self.settings.cache_dir, &target).await {
             Ok(_) => {}
+            // The store does not (yet) hold what the signed release names: a lagging replica,
+            // a half-synced mirror, a corrupted copy. Not the release's fault: retried.
             Err(error @ Error::Refused { .. }) => {
-                self.seen_etag = etag;
-                return self.refuse_release(target, error).await;
+                return self.refuse_release(target, error, false).await;
             }
-            Err(error) => return Err(error),
+            Err(error) => return self.retry_later(error).await,
         }
         tracing::info!(
             app = %self.settings.app, channel = %self.settings.channel, version = %target.version, serial = target.serial,
@@ -497,7 +529,7 @@ impl Agent {
         if matches!(outcome, Outcome::Installed { .. }) {
             self.state.etag = etag;
             self.save()?;
-        } else {
+        } else if !self.retry_soon {
             self.seen_etag = etag;
         }
         Ok(outcome)
@@ -517,8 +549,9 @@ impl Agent {
         let started = Instant::now();
         let package = match self.cached_artifact(&target).await {
             Ok(package) => package,
-            Err(error) if error.is_store() => return Err(error),
-            Err(error) => return self.refuse_release(target, error).await,
+            Err(error) if error.is_transient() && recovering => return Err(error),
+            Err(error) if error.is_transient() => return self.retry_later(error).await,
+            Err(error) => return self.refuse_release(target, error, false).await,
         };
         // Prepare (unpack into its own directory, check the package): nothing running is
         // touched yet, so a failure here is a refusal, not a rollback.
@@ -534,8 +567,14 @@ impl Agent {
                 message: join.to_string(),
             })
         });
-        if let Err(error) = prepared {
-            return self.refuse_release(target, error).await;
+        match prepared {
+            Ok(()) => {}
+            // A full disk or a local I/O fault: nothing was touched, try again later.
+            Err(error) if error.is_transient() && recovering => return Err(error),
+            Err(error) if error.is_transient() => return self.retry_later(error).await,
+            // The verified package itself cannot be installed (unsafe or unreadable entries):
+            // the same bytes will fail the same way, so it is marked bad.
+            Err(error) => return self.refuse_release(target, error, true).await,
         }
         let method = self.settings.install.clone();
         let version = target.version.clone();
@@ -557,21 +596,56 @@ impl Agent {
         self.restart_check(target).await
     }
 
-    /// A release that cannot be installed at all: marked bad, nothing on the host touched.
-    async fn refuse_release(&mut self, target: Release, error: Error) -> Result<Outcome, Error> {
+    /// A release that cannot be installed now, nothing on the host touched. With `mark_bad`
+    /// (the verified package itself is broken) it is not tried again until a newer serial;
+    /// without (the store does not hold the right bytes yet) the next poll tries again.
+    async fn refuse_release(
+        &mut self,
+        target: Release,
+        error: Error,
+        mark_bad: bool,
+    ) -> Result<Outcome, Error> {
         Metrics::increment(&self.metrics.refused);
         let reason = error.to_string();
+        let next = if mark_bad {
+            "marked bad here until a newer serial"
+        } else {
+            "will try again"
+        };
         tracing::error!(
             app = %self.settings.app, channel = %self.settings.channel, version = %target.version, serial = target.serial,
-            step = self.state.step.name(), "REFUSED: {reason}; nothing installed, the service is left as it is"
+            step = self.state.step.name(), "REFUSED: {reason}; nothing installed, the service is left as it is ({next})"
         );
-        self.mark_bad(&target, &reason);
+        if mark_bad {
+            self.mark_bad(&target, &reason);
+        } else {
+            // Forget the pointer's ETag so the next poll reads and judges it again.
+            self.seen_etag = None;
+            self.retry_soon = true;
+        }
         self.state.step = Step::Idle;
         self.state.last_error = Some(reason.clone());
         self.state.outcome = Some("refused".into());
         self.save()?;
         self.report().await;
         Ok(Outcome::Refused { reason })
+    }
+
+    /// A "try again later" fault before anything on the host was touched: back to idle, so the
+    /// next cycle polls again (a newer serial supersedes this one), and the error goes to the
+    /// run loop, which backs off.
+    async fn retry_later(&mut self, error: Error) -> Result<Outcome, Error> {
+        tracing::warn!(
+            app = %self.settings.app, channel = %self.settings.channel, step = self.state.step.name(),
+            "{error}; the service is left as it is and the update is retried"
+        );
+        self.state.step = Step::Idle;
+        self.state.last_error = Some(error.to_string());
+        self.state.outcome = Some("retrying".into());
+        self.seen_etag = None;
+        self.save()?;
+        self.report().await;
+        Err(error)
     }
 
     async fn restart_check(&mut self, target: Release) -> Result<Outcome, Error> {
@@ -877,6 +951,9 @@ pub async fn download(
     }
     std::fs::create_dir_all(cache_dir).map_err(|e| Error::io("create directory", cache_dir, e))?;
     let part_path = cache_dir.join(format!("{}.deb.part", release.sha256));
+    // A partial download of another artifact is stale: the target changed (a newer serial
+    // superseded it). It must not keep the disk full for this one.
+    remove_stale_parts(cache_dir, &part_path);
     let mut hasher = sha2::Sha256::new();
     let mut have = 0u64;
     if let Ok(mut existing) = std::fs::File::open(&part_path) {
@@ -890,6 +967,8 @@ pub async fn download(
         have = 0;
         hasher = sha2::Sha256::new();
     }
+    // The signed size says what is coming: refuse to start a download that cannot fit.
+    crate::fsutil::require_space(cache_dir, release.size - have)?;
     let mut file = tokio::fs::OpenOptions::new()
         .create(true)
         .write(true)
@@ -934,9 +1013,20 @@ pub async fn download(
                 )));
             }
             hasher.update(&chunk);
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| Error::io("write", &part_path, e))?;
+            if let Err(cause) = file.write_all(&chunk).await {
+                let error = Error::io("write", cache_dir, cause);
+                if matches!(error, Error::NoSpace { .. }) {
+                    // The partial file is what fills the disk; resuming it needs space anyway.
+                    drop(file);
+                    let _ = std::fs::remove_file(&part_path);
+                    return Err(Error::NoSpace {
+                        path: cache_dir.to_path_buf(),
+                        need: release.size,
+                        have: crate::fsutil::available_bytes(cache_dir).unwrap_or(0),
+                    });
+                }
+                return Err(error);
+            }
             have += chunk.len() as u64;
         }
     }
@@ -967,6 +1057,20 @@ pub async fn download(
         .map_err(|e| Error::io("rename into place", &final_path, e))?;
     crate::fsutil::sync_dir(cache_dir)?;
     Ok(final_path)
+}
+
+/// Remove every `*.deb.part` in the cache except `keep`.
+fn remove_stale_parts(cache_dir: &Path, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(cache_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path != keep && path.to_string_lossy().ends_with(".deb.part") {
+            tracing::info!(file = %path.display(), "removing a stale partial download");
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }
 
 struct HashWriter<'a>(&'a mut sha2::Sha256);
@@ -1013,6 +1117,16 @@ pub async fn run(
             }
         };
         let wait = match result {
+            Ok(outcome) if agent.retry_soon && !options.once => {
+                // Answered, but only "not yet" (the store lacks the right bytes): poll again
+                // with the same backoff as an unreachable store, not a hot loop.
+                let wait = backoff.failure(&mut jitter);
+                tracing::info!(
+                    app = %settings.app, channel = %settings.channel, ?outcome,
+                    retry_in_ms = wait.as_millis() as u64, "retrying the update"
+                );
+                wait
+            }
             Ok(outcome) => {
                 if backoff.failures() > 0 {
                     tracing::info!(app = %settings.app, channel = %settings.channel, "store reachable again");
@@ -1033,6 +1147,13 @@ pub async fn run(
                     tracing::warn!(
                         app = %settings.app, channel = %settings.channel, failures = backoff.failures(),
                         retry_in_ms = wait.as_millis() as u64, "store unavailable, backing off (the service is not touched): {error}"
+                    );
+                    wait
+                } else if error.is_transient() {
+                    let wait = backoff.failure(&mut jitter);
+                    tracing::warn!(
+                        app = %settings.app, channel = %settings.channel, failures = backoff.failures(),
+                        retry_in_ms = wait.as_millis() as u64, "backing off (the service is not touched): {error}"
                     );
                     wait
                 } else {

@@ -346,14 +346,14 @@ impl AgentFile {
 
     /// Read and parse an agent file.
     pub fn read(path: &Path) -> Result<AgentFile, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            action: "read the agent config",
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = ferry_release::read_local_text(path, MAX_CONFIG_BYTES)
+            .map_err(|cause| Error::io("read the agent config", path, cause))?;
         AgentFile::parse(&text, path)
     }
 }
+
+/// An agent file is a few KiB; anything past this is not one.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 fn config_error(path: &Path, message: impl Into<String>) -> Error {
     Error::Config {
@@ -403,10 +403,12 @@ pub fn host_architecture() -> String {
 
 /// Read the host id from a machine-id file.
 pub fn read_machine_id(path: &Path) -> Result<String, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        action: "read the host id (set `host-id` or FERRY_HOST_ID)",
-        path: path.to_path_buf(),
-        source,
+    let text = ferry_release::read_local_text(path, 4096).map_err(|cause| {
+        Error::io(
+            "read the host id (set `host-id` or FERRY_HOST_ID)",
+            path,
+            cause,
+        )
     })?;
     let id = text.trim().to_string();
     if id.is_empty() {

@@ -125,14 +125,17 @@ impl ConfigApplier {
         trusted: TrustedKeys,
     ) -> Result<ConfigApplier, Error> {
         let journal = state_dir.join(format!("{app}.{release_channel}.config.json"));
-        let state = match std::fs::read(&journal) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| Error::Journal {
-                path: journal.clone(),
-                message: error.to_string(),
-            })?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => ConfigState::default(),
-            Err(error) => return Err(Error::io("read the config journal", &journal, error)),
-        };
+        let state =
+            match ferry_release::read_local_file(&journal, crate::journal::MAX_JOURNAL_BYTES) {
+                Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| Error::Journal {
+                    path: journal.clone(),
+                    message: error.to_string(),
+                })?,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    ConfigState::default()
+                }
+                Err(error) => return Err(Error::io("read the config journal", &journal, error)),
+            };
         Ok(ConfigApplier {
             app: app.to_owned(),
             settings,

@@ -15,16 +15,27 @@ pub enum Error {
         /// What is wrong and how to fix it.
         message: String,
     },
-    /// A file-system operation failed.
-    #[error("cannot {action} {path}: {source}")]
+    /// A file-system operation failed. The cause is part of the message and deliberately not
+    /// a `source()`: the agent logs one line per error, and a chained cause would print the
+    /// same OS error twice.
+    #[error("cannot {action} {path}: {cause}")]
     Io {
         /// What was being done.
         action: &'static str,
         /// On what.
         path: PathBuf,
         /// The cause.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
+    },
+    /// A file system has too little room for what the signed release says it needs.
+    #[error("{}", no_space_text(path, *need, *have))]
+    NoSpace {
+        /// The directory written to.
+        path: PathBuf,
+        /// Bytes needed (0 when a write simply failed with ENOSPC).
+        need: u64,
+        /// Bytes available.
+        have: u64,
     },
     /// The journal exists but cannot be understood.
     #[error(
@@ -101,15 +112,53 @@ impl Error {
         matches!(self, Error::Store { .. })
     }
 
+    /// "Try again later": the store, the local disk or a lock failed, not the release. The
+    /// agent backs off, polls again (so a newer serial supersedes a stuck update) and never
+    /// marks a release bad for one of these.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Store { .. } | Error::Io { .. } | Error::NoSpace { .. }
+        )
+    }
+
+    /// A local I/O failure; "no space left on device" becomes [`Error::NoSpace`] for `path`.
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
-        source: std::io::Error,
+        cause: std::io::Error,
     ) -> Error {
+        let path = path.into();
+        if cause.raw_os_error() == Some(libc::ENOSPC) {
+            let have = crate::fsutil::available_bytes(&path).unwrap_or(0);
+            return Error::NoSpace {
+                path,
+                need: 0,
+                have,
+            };
+        }
         Error::Io {
             action,
-            path: path.into(),
-            source,
+            path,
+            cause,
         }
     }
+}
+
+fn no_space_text(path: &std::path::Path, need: u64, have: u64) -> String {
+    let need = if need == 0 {
+        String::new()
+    } else {
+        format!("need {} MB, ", megabytes(need))
+    };
+    format!(
+        "no space left on {}: {need}have {} MB (free some space there; the agent retries by itself)",
+        path.display(),
+        megabytes(have)
+    )
+}
+
+fn megabytes(bytes: u64) -> String {
+    let tenths = bytes.div_ceil(100_000);
+    format!("{}.{}", tenths / 10, tenths % 10)
 }

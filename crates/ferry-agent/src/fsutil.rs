@@ -35,6 +35,44 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), Error> {
     result
 }
 
+/// Bytes an unprivileged writer may still put on the file system holding `path` (or its
+/// nearest existing parent).
+pub fn available_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut probe = path;
+    while !probe.exists() {
+        probe = probe.parent().unwrap_or(Path::new("/"));
+    }
+    let text = std::ffi::CString::new(probe.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `text` is a valid C string and `stats` a writable statvfs for the call to fill.
+    let result = unsafe { libc::statvfs(text.as_ptr(), stats.as_mut_ptr()) };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled the whole struct.
+    let stats = unsafe { stats.assume_init() };
+    // fsblkcnt_t and c_ulong are u64 here but narrower on 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    Ok(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
+}
+
+/// Refuse to start writing `need` bytes under `path` when the file system cannot hold them.
+pub fn require_space(path: &Path, need: u64) -> Result<(), Error> {
+    let Ok(have) = available_bytes(path) else {
+        return Ok(()); // cannot tell: let the write itself say
+    };
+    if have < need {
+        return Err(Error::NoSpace {
+            path: path.to_path_buf(),
+            need,
+            have,
+        });
+    }
+    Ok(())
+}
+
 /// fsync a directory so a rename inside it survives a power cut.
 pub fn sync_dir(dir: &Path) -> Result<(), Error> {
     File::open(dir)

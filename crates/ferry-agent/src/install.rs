@@ -30,7 +30,7 @@ pub fn install(
 pub fn prepare(method: &Install, package: &Path, version: &str) -> Result<(), Error> {
     match method {
         Install::Unpack { root, .. } => unpack_release(package, root, version).map(drop),
-        Install::Dpkg { .. } => {
+        Install::Dpkg { extra_args, .. } => {
             let deb = ferry_deb::DebReader::open(package).map_err(|error| Error::Install {
                 version: version.to_string(),
                 message: format!(
@@ -45,9 +45,34 @@ pub fn prepare(method: &Install, package: &Path, version: &str) -> Result<(), Er
                     message: "the package has no Package field".into(),
                 });
             }
-            Ok(())
+            // dpkg half-unpacking a package onto a full disk leaves it for `--configure -a`;
+            // better not to start. Installed-Size is in KiB.
+            let installed_kib = deb
+                .control()
+                .get("Installed-Size")
+                .and_then(|size| size.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            crate::fsutil::require_space(&dpkg_root(extra_args), installed_kib.saturating_mul(1024))
         }
     }
+}
+
+/// The root dpkg installs into: its `--root` / `--instdir` argument, else `/`.
+fn dpkg_root(extra_args: &[String]) -> PathBuf {
+    let mut arguments = extra_args.iter();
+    while let Some(argument) = arguments.next() {
+        for flag in ["--root", "--instdir"] {
+            if let Some(value) = argument.strip_prefix(&format!("{flag}=")) {
+                return PathBuf::from(value);
+            }
+            if argument == flag {
+                if let Some(value) = arguments.clone().next() {
+                    return PathBuf::from(value);
+                }
+            }
+        }
+    }
+    PathBuf::from("/")
 }
 
 /// Make the prepared release the installed one: `unpack` switches `current` atomically
@@ -121,7 +146,7 @@ pub fn unpack_release(package: &Path, root: &Path, version: &str) -> Result<Path
     }
     std::fs::create_dir(&temp).map_err(|e| Error::io("create directory", &temp, e))?;
     let result = (|| {
-        let data = open_data_tar(package)?;
+        let data = open_data_tar(package, root)?;
         unpack_tar(data, &temp, package)?;
         std::fs::rename(&temp, &target).map_err(|e| Error::io("rename into place", &target, e))?;
         sync_dir(&releases)
@@ -132,13 +157,44 @@ pub fn unpack_release(package: &Path, root: &Path, version: &str) -> Result<Path
     result.map(|()| target)
 }
 
-fn open_data_tar(package: &Path) -> Result<Box<dyn Read>, Error> {
+/// Open the package's data.tar, first checking that `root` has room for the unpacked tree
+/// (the control file's Installed-Size, in KiB).
+fn open_data_tar(package: &Path, root: &Path) -> Result<Box<dyn Read>, Error> {
     let not_readable = |error: ferry_deb::Error| Error::Install {
         version: package.display().to_string(),
         message: format!("not a readable .deb: {}", with_causes(&error)),
     };
     let deb = ferry_deb::DebReader::open(package).map_err(not_readable)?;
+    let installed_kib = deb
+        .control()
+        .get("Installed-Size")
+        .and_then(|size| size.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    crate::fsutil::require_space(root, installed_kib.saturating_mul(1024))?;
     Ok(Box::new(deb.into_data().map_err(not_readable)?))
+}
+
+/// Copy an entry's bytes to `file`, telling the two sides' failures apart: a read error is the
+/// package's fault (corrupt data.tar), a write error is the disk's (full, read-only, failing).
+fn copy_entry(
+    entry: &mut impl Read,
+    file: &mut std::fs::File,
+    target: &Path,
+    package: &Path,
+) -> Result<(), Error> {
+    use std::io::Write;
+    let mut buffer = vec![0u8; 128 * 1024];
+    loop {
+        let read = entry.read(&mut buffer).map_err(|error| Error::Install {
+            version: package.display().to_string(),
+            message: format!("corrupt data.tar: {error}"),
+        })?;
+        if read == 0 {
+            return Ok(());
+        }
+        file.write_all(&buffer[..read])
+            .map_err(|error| Error::io("write", target, error))?;
+    }
 }
 
 /// An error and its causes, `a: b: c` (ferry-deb keeps the cause in `source()`).
@@ -259,13 +315,17 @@ pub fn unpack_tar(data: impl Read, dest: &Path, package: &Path) -> Result<(), Er
             }
             std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode | 0o700))
                 .map_err(|e| Error::io("set permissions of", &target, e))?;
-        } else if kind.is_file() || kind == tar::EntryType::Continuous {
+        } else if kind.is_file()
+            || kind == tar::EntryType::Continuous
+            // A GNU sparse file: the tar reader expands its holes into zeros as it is read.
+            || kind.is_gnu_sparse()
+        {
             if std::fs::symlink_metadata(&target).is_ok() {
                 std::fs::remove_file(&target).map_err(|e| Error::io("replace", &target, e))?;
             }
             let mut file =
                 std::fs::File::create(&target).map_err(|e| Error::io("create", &target, e))?;
-            std::io::copy(&mut entry, &mut file).map_err(tar_error)?;
+            copy_entry(&mut entry, &mut file, &target, package)?;
             file.set_permissions(std::fs::Permissions::from_mode(mode))
                 .map_err(|e| Error::io("set permissions of", &target, e))?;
         } else if kind.is_symlink() {

@@ -127,6 +127,9 @@ pub struct State {
     pub last_change_at: Option<String>,
 }
 
+/// A journal is a few KiB; a larger file is not one of ours.
+pub const MAX_JOURNAL_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Current journal format.
 pub const SCHEMA: u32 = 1;
 
@@ -249,7 +252,7 @@ impl Journal {
 
     /// Read the state, or a fresh one if there is no journal yet.
     pub fn load(&self, app: &str, channel: &str) -> Result<State, Error> {
-        let bytes = match std::fs::read(&self.path) {
+        let bytes = match ferry_release::read_local_file(&self.path, MAX_JOURNAL_BYTES) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(State::new(app, channel));

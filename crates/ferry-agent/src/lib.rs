@@ -8,6 +8,7 @@ pub mod config;
 pub mod config_bundle;
 mod error;
 pub mod fault;
+pub mod floor;
 pub mod fsutil;
 pub mod health;
 pub mod install;

@@ -81,7 +81,7 @@ pub fn signal_target_pid(target: &SignalTarget) -> Result<u32, Error> {
 
 /// Read a PID from a pidfile; refuses 0, 1 and garbage.
 pub fn read_pidfile(path: &Path) -> Result<u32, String> {
-    let text = std::fs::read_to_string(path)
+    let text = ferry_release::read_local_text(path, 4096)
         .map_err(|e| format!("cannot read pidfile {}: {e}", path.display()))?;
     match text.trim().parse::<u32>() {
         Ok(pid) if pid > 1 && pid <= i32::MAX as u32 => Ok(pid),

@@ -129,16 +129,19 @@ impl SelfUpdater {
         cache_dir: PathBuf,
         architecture: String,
     ) -> Result<SelfUpdater, Error> {
-        let state = match std::fs::read(&journal) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| Error::Journal {
-                path: journal.clone(),
-                message: error.to_string(),
-            })?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                SelfUpdateState::default()
-            }
-            Err(error) => return Err(Error::io("read the self-update journal", &journal, error)),
-        };
+        let state =
+            match ferry_release::read_local_file(&journal, crate::journal::MAX_JOURNAL_BYTES) {
+                Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| Error::Journal {
+                    path: journal.clone(),
+                    message: error.to_string(),
+                })?,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    SelfUpdateState::default()
+                }
+                Err(error) => {
+                    return Err(Error::io("read the self-update journal", &journal, error));
+                }
+            };
         let mut updater = SelfUpdater {
             settings,
             store,

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use crate::Error;
 use crate::document::{Bundle, BundleFile, MAX_BUNDLE_FILES, check_name};
 
+/// A secret referenced with `KEY=@file:/path` is one value: a few KiB at most.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
 /// The largest file a bundle takes (the whole signed document is capped at 1 MiB).
 const MAX_FILE_BYTES: u64 = 256 * 1024;
 /// The prefix of a secret reference in an `.env` value.
@@ -62,7 +65,8 @@ pub fn bundle_from_files(paths: &[PathBuf]) -> Result<Vec<BundleFile>, Error> {
                 metadata.len()
             )));
         }
-        let bytes = std::fs::read(path).map_err(io)?;
+        // Re-checked on the opened file: the metadata above may describe another file by now.
+        let bytes = ferry_release::read_local_file(path, MAX_FILE_BYTES).map_err(io)?;
         let content = String::from_utf8(bytes)
             .map_err(|_| invalid("is not UTF-8 text (bundles carry text files only)".to_owned()))?;
         if is_env_file(&name) {
@@ -152,8 +156,8 @@ pub fn resolve_env_text(file: &str, content: &str) -> Result<(String, bool), Err
             path: PathBuf::from(path),
             message,
         };
-        let value =
-            std::fs::read_to_string(path).map_err(|error| secret_error(error.to_string()))?;
+        let value = ferry_release::read_local_text(Path::new(path), MAX_SECRET_BYTES)
+            .map_err(|error| secret_error(error.to_string()))?;
         let value = value.strip_suffix('\n').unwrap_or(&value);
         let value = value.strip_suffix('\r').unwrap_or(value);
         if value.contains(['\'', '\n', '\r', '\0']) {

@@ -1,19 +1,53 @@
-//! Bundles in a store: push (the same compare-and-swap protocol as channel pointers, so two
-//! operators pushing at once get distinct serials and the pointer ends at the highest),
-//! reading the current bundle, listing the history, and rolling back (a new serial repeating
-//! an older bundle's files).
-
-use std::time::Duration;
+//! Bundles in a store: the signed-pointer protocol of `ferry_store::pointer` applied to
+//! `apps/<app>/config/<channel>.json` and its history, so two operators pushing at once get
+//! distinct serials and the pointer ends at the highest; reading the current bundle, listing
+//! the history, and rolling back (a new serial repeating an older bundle's files).
 
 use bytes::Bytes;
-use ferry_release::{Envelope, KeyId, MAX_DOCUMENT_BYTES, SigningKey, sign_document};
-use ferry_store::{CreateOutcome, Store, SwapOutcome};
+use ferry_release::KeyId;
+use ferry_store::Store;
+use ferry_store::pointer::{self, PointerDocument, PointerTarget, Signer};
 
 use crate::Error;
-use crate::document::{Bundle, BundleFile, SCHEMA, bundle_path, history_path, history_prefix};
+use crate::document::{Bundle, BundleFile, SCHEMA, bundle_path, history_prefix};
 
-/// Attempts at claiming a serial or swapping the pointer before giving up.
-const MAX_ATTEMPTS: u32 = 100;
+impl PointerDocument for Bundle {
+    const KIND: &'static str = "config bundle";
+
+    fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    fn app(&self) -> &str {
+        &self.app
+    }
+
+    fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        Bundle::validate(self, &format!("{}/{}", self.app, self.channel))
+            .map_err(|error| error.to_string())
+    }
+
+    fn comment(&self) -> String {
+        format!(
+            "ferry config app={} channel={} serial={}",
+            self.app, self.channel, self.serial
+        )
+    }
+}
+
+/// Where a channel's bundles live.
+pub fn config_target(app: &str, channel: &str) -> PointerTarget {
+    PointerTarget {
+        app: app.to_owned(),
+        channel: channel.to_owned(),
+        pointer: bundle_path(app, channel),
+        history_prefix: history_prefix(app, channel),
+    }
+}
 
 /// The result of a push.
 #[derive(Debug, Clone)]
@@ -33,16 +67,6 @@ pub struct HistoryEntry {
     pub key_id: Option<KeyId>,
 }
 
-fn parse_unverified(bytes: &[u8], what: &str) -> Result<(Bundle, Option<KeyId>), Error> {
-    let envelope = Envelope::from_bytes(bytes, what)?;
-    let bundle: Bundle =
-        serde_json::from_str(&envelope.payload).map_err(|error| Error::Malformed {
-            what: what.to_owned(),
-            message: error.to_string(),
-        })?;
-    Ok((bundle, envelope.claimed_key_id()))
-}
-
 /// The current bundle of a channel, unverified, with the pointer's raw bytes (to verify) and
 /// its ETag; `None` when nothing was ever pushed.
 pub async fn read_current(
@@ -50,29 +74,11 @@ pub async fn read_current(
     app: &str,
     channel: &str,
 ) -> Result<Option<(Bundle, Bytes, Option<String>)>, Error> {
-    let path = bundle_path(app, channel);
-    let Some(object) = store.get(&path, MAX_DOCUMENT_BYTES as u64).await? else {
-        return Ok(None);
-    };
-    let (bundle, _) = parse_unverified(&object.bytes, &store.location(&path))?;
-    Ok(Some((bundle, object.bytes, object.etag)))
-}
-
-async fn history_serials(store: &Store, app: &str, channel: &str) -> Result<Vec<u64>, Error> {
-    let prefix = format!("{}/", history_prefix(app, channel));
-    Ok(store
-        .list(&history_prefix(app, channel))
-        .await?
-        .iter()
-        .filter_map(|object| {
-            object
-                .path
-                .strip_prefix(&prefix)?
-                .strip_suffix(".json")?
-                .parse()
-                .ok()
-        })
-        .collect())
+    Ok(
+        pointer::read_unverified::<Bundle>(store, &config_target(app, channel))
+            .await?
+            .map(|read| (read.document, read.bytes, read.etag)),
+    )
 }
 
 /// A channel's bundles, oldest first; with `last`, only the newest `last`.
@@ -82,27 +88,23 @@ pub async fn history(
     channel: &str,
     last: Option<usize>,
 ) -> Result<Vec<HistoryEntry>, Error> {
-    let mut serials = history_serials(store, app, channel).await?;
-    serials.sort_unstable();
-    if let Some(last) = last {
-        serials.drain(..serials.len().saturating_sub(last));
-    }
-    let mut entries = Vec::with_capacity(serials.len());
-    for serial in serials {
-        let path = history_path(app, channel, serial);
-        let Some(object) = store.get(&path, MAX_DOCUMENT_BYTES as u64).await? else {
-            continue;
-        };
-        let (bundle, key_id) = parse_unverified(&object.bytes, &store.location(&path))?;
-        entries.push(HistoryEntry { bundle, key_id });
-    }
-    Ok(entries)
+    Ok(
+        pointer::history::<Bundle>(store, &config_target(app, channel), last)
+            .await?
+            .into_iter()
+            .map(|entry| HistoryEntry {
+                bundle: entry.document,
+                key_id: entry.key_id,
+            })
+            .collect(),
+    )
 }
 
-/// Push `files` as the next bundle of `app`/`channel`, signed with `key`.
+/// Push `files` as the next bundle of `app`/`channel`, signed by `signer` on top of the
+/// verified current bundle.
 pub async fn push(
     store: &Store,
-    key: &SigningKey,
+    signer: &Signer<'_>,
     app: &str,
     channel: &str,
     files: Vec<BundleFile>,
@@ -110,106 +112,41 @@ pub async fn push(
 ) -> Result<Pushed, Error> {
     let mut files = files;
     files.sort_by(|a, b| a.name.cmp(&b.name));
-    let pointer_path = bundle_path(app, channel);
-    let mut floor = 0;
-    for attempt in 0..MAX_ATTEMPTS {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(20)) * 10)).await;
-        }
-        let current = read_current(store, app, channel).await?;
-        let current_serial = current.as_ref().map_or(0, |(bundle, _, _)| bundle.serial);
-        let serial = current_serial.max(floor) + 1;
-        let bundle = Bundle {
-            schema: SCHEMA,
-            app: app.to_owned(),
-            channel: channel.to_owned(),
-            serial,
-            files: files.clone(),
-            pushed_at: ferry_release::now_utc(),
-            copied_from,
-        };
-        bundle.validate(&format!("{app}/{channel}"))?;
-        let comment = format!("ferry config app={app} channel={channel} serial={serial}");
-        let envelope = sign_document(key, &bundle, &comment)?.to_bytes();
-        if envelope.len() > MAX_DOCUMENT_BYTES {
-            return Err(Error::Push {
+    let advanced = pointer::advance::<Bundle, _>(
+        store,
+        &config_target(app, channel),
+        signer,
+        false,
+        |serial, _current| {
+            let bundle = Bundle {
+                schema: SCHEMA,
                 app: app.to_owned(),
                 channel: channel.to_owned(),
-                message: format!(
-                    "the bundle is {} bytes, more than the {MAX_DOCUMENT_BYTES} agents accept",
-                    envelope.len()
-                ),
-            });
-        }
-        let envelope = Bytes::from(envelope);
-        let claimed = store
-            .put_create(&history_path(app, channel, serial), envelope.clone())
-            .await?;
-        if claimed == CreateOutcome::AlreadyExists {
-            let highest = history_serials(store, app, channel)
-                .await?
-                .into_iter()
-                .max()
-                .unwrap_or(serial);
-            floor = floor.max(highest).max(serial);
-            continue;
-        }
-        // We own `serial`: move the pointer to it unless a higher serial got there first.
-        let mut etag = current.and_then(|(_, _, etag)| etag);
-        let mut known = current_serial;
-        for swap in 0..MAX_ATTEMPTS {
-            if swap > 0 {
-                tokio::time::sleep(Duration::from_millis(u64::from(swap.min(20)) * 10)).await;
-            }
-            let expected = if known == 0 && etag.is_none() {
-                None
-            } else {
-                etag.as_deref()
+                serial,
+                files: files.clone(),
+                pushed_at: ferry_release::now_utc(),
+                copied_from,
             };
-            match store
-                .put_if_match(&pointer_path, envelope.clone(), expected)
-                .await?
-            {
-                SwapOutcome::Written(_) => {
-                    tracing::info!(app, channel, serial, files = %bundle.summary(), "config pushed");
-                    return Ok(Pushed {
-                        bundle,
-                        superseded_by: None,
-                    });
-                }
-                SwapOutcome::Conflict => match read_current(store, app, channel).await? {
-                    Some((now, _, _)) if now.serial >= serial => {
-                        return Ok(Pushed {
-                            bundle,
-                            superseded_by: Some(now.serial),
-                        });
-                    }
-                    Some((now, _, now_etag)) => {
-                        known = now.serial;
-                        etag = now_etag;
-                    }
-                    None => {
-                        known = 0;
-                        etag = None;
-                    }
-                },
-            }
-        }
-        break;
-    }
-    Err(Error::Push {
-        app: app.to_owned(),
-        channel: channel.to_owned(),
-        message: format!("gave up after {MAX_ATTEMPTS} attempts (too many concurrent pushes?)"),
+            bundle
+                .validate(&format!("{app}/{channel}"))
+                .map_err(|error| ferry_store::Error::InvalidRequest(error.to_string()))?;
+            Ok(bundle)
+        },
+    )
+    .await?;
+    tracing::info!(app, channel, serial = advanced.serial, files = %advanced.pointer.summary(), "config pushed");
+    Ok(Pushed {
+        bundle: advanced.pointer,
+        superseded_by: advanced.superseded_by,
     })
 }
 
 /// Push a new serial repeating the files of an earlier bundle: `to`, or by default the newest
-/// earlier bundle whose files differ from the current ones. Returns the serial copied and the
-/// push.
+/// earlier bundle whose files differ from the current ones. Only bundles signed by a key the
+/// signer trusts are candidates. Returns the serial copied and the push.
 pub async fn rollback(
     store: &Store,
-    key: &SigningKey,
+    signer: &Signer<'_>,
     app: &str,
     channel: &str,
     to: Option<u64>,
@@ -219,25 +156,37 @@ pub async fn rollback(
         channel: channel.to_owned(),
         message,
     };
-    let Some((current, _, _)) = read_current(store, app, channel).await? else {
+    let target = config_target(app, channel);
+    let Some(current) = pointer::current_for_publish::<Bundle>(store, &target, signer).await?
+    else {
         return Err(error("nothing was ever pushed".to_owned()));
     };
-    let entries = history(store, app, channel, None).await?;
+    let entries: Vec<Bundle> = pointer::history::<Bundle>(store, &target, None)
+        .await?
+        .into_iter()
+        .filter_map(|entry| {
+            let what = store.location(&target.history(entry.document.serial));
+            pointer::verify_state::<Bundle>(&entry.bytes, &signer.trusted, &target, &what)
+                .map(|(bundle, _)| bundle)
+                .map_err(|refused| {
+                    tracing::warn!("skipping a bundle that does not verify: {refused}")
+                })
+                .ok()
+        })
+        .collect();
     let target = match to {
         Some(serial) => entries
             .into_iter()
-            .find(|entry| entry.bundle.serial == serial)
+            .find(|bundle| bundle.serial == serial)
             .ok_or_else(|| {
                 error(format!(
-                    "there is no serial {serial} (see `ferry config history`)"
+                    "there is no serial {serial} signed by a trusted key (see `ferry config history`)"
                 ))
             })?,
         None => entries
             .into_iter()
             .rev()
-            .find(|entry| {
-                entry.bundle.serial < current.serial && entry.bundle.files != current.files
-            })
+            .find(|bundle| bundle.serial < current.serial && bundle.files != current.files)
             .ok_or_else(|| {
                 error(format!(
                     "no earlier bundle differs from the current serial {}",
@@ -245,8 +194,8 @@ pub async fn rollback(
                 ))
             })?,
     };
-    let from = target.bundle.serial;
-    let pushed = push(store, key, app, channel, target.bundle.files, Some(from)).await?;
+    let from = target.serial;
+    let pushed = push(store, signer, app, channel, target.files, Some(from)).await?;
     Ok((from, pushed))
 }
 
@@ -254,7 +203,7 @@ pub async fn rollback(
 mod tests {
     use super::*;
     use crate::document::verify_bundle;
-    use ferry_release::TrustedKeys;
+    use ferry_release::{SigningKey, TrustedKeys};
     use ferry_store::StoreOptions;
 
     fn setup() -> (tempfile::TempDir, Store, SigningKey, TrustedKeys) {
@@ -286,12 +235,14 @@ mod tests {
     async fn concurrent_pushes_get_distinct_serials_and_the_pointer_ends_highest() {
         let (_dir, store, key, trusted) = setup();
         let key = std::sync::Arc::new(key);
+        let _ = &trusted;
         let mut tasks = Vec::new();
         for index in 0..8 {
             let (store, key) = (store.clone(), key.clone());
             tasks.push(tokio::spawn(async move {
                 let files = vec![file("app.env", &format!("N={index}\n"))];
-                push(&store, &key, "hello", "stable", files, None)
+                let signer = Signer::new(&key, &TrustedKeys::new());
+                push(&store, &signer, "hello", "stable", files, None)
                     .await
                     .unwrap()
             }));
@@ -331,6 +282,7 @@ mod tests {
     #[tokio::test]
     async fn rollback_repeats_the_previous_different_bundle_with_a_new_serial() {
         let (_dir, store, key, _trusted) = setup();
+        let key = Signer::new(&key, &TrustedKeys::new());
         let error = rollback(&store, &key, "hello", "stable", None)
             .await
             .unwrap_err();
@@ -370,6 +322,7 @@ mod tests {
     #[tokio::test]
     async fn a_tampered_bundle_is_refused() {
         let (_dir, store, key, trusted) = setup();
+        let key = Signer::new(&key, &TrustedKeys::new());
         push(
             &store,
             &key,

@@ -170,6 +170,26 @@ pub fn inspect<R: Read>(reader: R) -> Result<Inspection> {
     })
 }
 
+/// Read a whole package the way an installer would — the control archive, then every entry
+/// of data.tar and the rest of its compressed stream — keeping nothing. A package cut short or
+/// corrupt anywhere fails here, before it is uploaded or installed.
+pub fn check_complete<R: Read>(reader: R) -> Result<()> {
+    let deb = DebReader::new(reader)?;
+    let member = deb
+        .members()
+        .last()
+        .map(|member| member.name.clone())
+        .unwrap_or_else(|| "data.tar".into());
+    let mut archive = tar::Archive::new(deb.into_data()?);
+    for entry in archive.entries().map_err(Error::tar(&member))? {
+        let mut entry = entry.map_err(Error::tar(&member))?;
+        std::io::copy(&mut entry, &mut std::io::sink()).map_err(Error::tar(&member))?;
+    }
+    let mut rest = archive.into_inner();
+    std::io::copy(&mut rest, &mut std::io::sink()).map_err(Error::tar(&member))?;
+    Ok(())
+}
+
 /// List (and hash) every entry of a decompressed data.tar stream.
 pub fn list_data(data: impl Read, member: &str) -> Result<Vec<FileEntry>> {
     let mut archive = tar::Archive::new(data);

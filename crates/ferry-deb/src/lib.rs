@@ -29,7 +29,7 @@ pub mod writer;
 pub use compression::{Compression, Compressor, Decompressor};
 pub use control::Control;
 pub use error::{Error, Result};
-pub use inspect::{EntryKind, FileEntry, Inspection, inspect};
+pub use inspect::{EntryKind, FileEntry, Inspection, check_complete, inspect};
 pub use reader::{ControlFile, DebReader, MAINTAINER_SCRIPTS, Member};
 pub use version::{validate_package_name, validate_version};
 pub use writer::{

@@ -153,7 +153,7 @@ fn health_of(report: &HostReport) -> &'static str {
         "updating" => "updating",
         "failed" => "unhealthy",
         _ if report.version.is_none() => "unknown",
-        "ok" | "rolled-back" | "refused" => "healthy",
+        "ok" | "rolled-back" | "refused" | "retrying" => "healthy",
         _ => "unknown",
     }
 }

@@ -27,7 +27,7 @@ mod shutdown;
 
 pub use error::Error;
 pub use listen::{Listener, NamedListener, bind, inherited, listener};
-pub use notify::{notify, ready};
+pub use notify::{notify, ready, send_notify};
 pub use shutdown::{Shutdown, shutdown};
 
 /// The environment variables of the socket-activation and notify protocols.

@@ -1,6 +1,8 @@
 //! sd_notify: tell the supervisor (`ferry run`, or systemd with `Type=notify`) about state
 //! changes, above all `READY=1`.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixDatagram;
 
 use crate::{Error, env};
@@ -19,23 +21,27 @@ pub fn notify(state: &str) -> Result<bool, Error> {
     let Some(socket_address) = std::env::var_os(env::NOTIFY_SOCKET) else {
         return Ok(false);
     };
-    let socket_address = socket_address.to_string_lossy().into_owned();
-    let notify_error = |source| Error::Notify {
-        socket: socket_address.clone(),
+    send_notify(&socket_address, state).map_err(|source| Error::Notify {
+        socket: socket_address.to_string_lossy().into_owned(),
         source,
-    };
-    let socket = UnixDatagram::unbound().map_err(notify_error)?;
-    if let Some(name) = socket_address.strip_prefix('@') {
-        use std::os::linux::net::SocketAddrExt;
-        let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-            .map_err(notify_error)?;
-        socket
-            .send_to_addr(state.as_bytes(), &address)
-            .map_err(notify_error)?;
-    } else {
-        socket
-            .send_to(state.as_bytes(), &socket_address)
-            .map_err(notify_error)?;
-    }
+    })?;
     Ok(true)
+}
+
+/// Send one sd_notify datagram to `socket_address`: a path, or `@name` for the abstract
+/// namespace. The one implementation of the sender, shared with `ferry run`, which forwards
+/// `READY=1` to systemd with it.
+pub fn send_notify(socket_address: &OsStr, state: &str) -> std::io::Result<()> {
+    let socket = UnixDatagram::unbound()?;
+    match socket_address.as_bytes().strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            socket.send_to_addr(state.as_bytes(), &address)?;
+        }
+        None => {
+            socket.send_to(state.as_bytes(), std::path::Path::new(socket_address))?;
+        }
+    }
+    Ok(())
 }

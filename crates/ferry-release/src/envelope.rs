@@ -185,6 +185,13 @@ pub fn verify_pointer(
     expect_schema(pointer.schema, &what)?;
     expect_equal(&what, "app", &pointer.app, check.app)?;
     expect_equal(&what, "channel", &pointer.channel, check.channel)?;
+    if !crate::serial_is_possible(pointer.serial) {
+        return Err(Error::ImpossibleSerial {
+            what,
+            serial: pointer.serial,
+            max: crate::MAX_SERIAL,
+        });
+    }
     if let Some(highest_seen) = check.highest_seen {
         if pointer.serial < highest_seen {
             return Err(Error::SerialRegressed {

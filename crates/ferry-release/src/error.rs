@@ -152,4 +152,17 @@ pub enum Error {
         /// When it expired (RFC 3339).
         expires_at: String,
     },
+    /// A serial outside what ferry ever writes (0, or above [`crate::MAX_SERIAL`]): a forged or
+    /// broken document that would freeze the channel if it were accepted.
+    #[error(
+        "{what} has serial {serial}, outside the range ferry writes (1 to {max}); it was not written by a ferry publish"
+    )]
+    ImpossibleSerial {
+        /// Which document.
+        what: String,
+        /// The serial in it.
+        serial: u64,
+        /// The highest serial allowed.
+        max: u64,
+    },
 }

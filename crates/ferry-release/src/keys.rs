@@ -49,21 +49,19 @@ impl fmt::Debug for SigningKey {
 }
 
 fn read_key_file(path: &Path) -> Result<String> {
-    let read = || -> std::io::Result<String> {
-        let file = std::fs::File::open(path)?;
-        let length = file.metadata()?.len();
-        if length > MAX_KEY_FILE_BYTES {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{length} bytes is too large for a key file"),
-            ));
-        }
-        std::fs::read_to_string(path)
-    };
-    read().map_err(|source| Error::ReadKey {
+    crate::read_local_text(path, MAX_KEY_FILE_BYTES).map_err(|source| Error::ReadKey {
         path: path.to_owned(),
         source,
     })
+}
+
+/// True for the text of a minisign public key file (`untrusted comment: minisign public key …`
+/// and a 56-character base64 line), which users hand to `--key` by mistake.
+fn looks_like_public_key(text: &str) -> bool {
+    let mut lines = text.lines().map(str::trim).filter(|line| !line.is_empty());
+    let comment = lines.next().unwrap_or_default();
+    let key = lines.next().unwrap_or_default();
+    comment.contains("public key") || (key.len() == 56 && !comment.contains("secret key"))
 }
 
 impl SigningKey {
@@ -84,6 +82,11 @@ impl SigningKey {
         if text.lines().count() < 2 {
             return Err(invalid(
                 "expected a comment line and a base64 key line".into(),
+            ));
+        }
+        if looks_like_public_key(text) {
+            return Err(invalid(
+                "this is a public key; signing needs the secret key (PREFIX.key from `ferry keygen`, or minisign.key), and the .pub file goes to agents and --trust".into(),
             ));
         }
         let secret = match SecretKey::from_unencrypted_box(SecretKeyBox::from_string(text)?) {
@@ -406,6 +409,18 @@ mod tests {
             Err(Error::KeyExists { .. })
         ));
         assert!(!format!("{key:?}").contains(&format!("{:?}", key.secret)));
+    }
+
+    #[test]
+    fn publish_key_release_pub_says_that_is_the_public_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = generate_key_pair(&dir.path().join("release")).unwrap();
+        let error = SigningKey::from_file(&pair.public_path, None).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("this is a public key"), "{text}");
+        assert!(text.contains("secret key"), "{text}");
+        let error = SigningKey::from_file(Path::new("/dev/zero"), None).unwrap_err();
+        assert!(matches!(error, Error::ReadKey { .. }), "{error}");
     }
 
     /// Made by `minisign -G -W` (minisign 0.11) for this test only.

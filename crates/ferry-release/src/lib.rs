@@ -10,7 +10,9 @@ mod document;
 mod envelope;
 mod error;
 mod keys;
+mod local;
 mod rollout;
+mod serial;
 
 pub use document::{
     ArtifactRef, ChannelPointer, Release, ReleaseRef, Rollout, SCHEMA, Wave, format_time, now_utc,
@@ -21,7 +23,9 @@ pub use envelope::{
 };
 pub use error::Error;
 pub use keys::{GeneratedKeyPair, KeyId, SigningKey, TrustedKeys, generate_key_pair};
+pub use local::{read_local_file, read_local_text};
 pub use rollout::{MAX_DELAY_S, format_delay, host_percentile, rollout_seed};
+pub use serial::{MAX_SERIAL, next_serial, serial_is_possible};
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

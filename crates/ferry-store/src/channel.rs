@@ -1,68 +1,82 @@
-//! Channel pointers in a store: reading the current one, listing a channel's history, and
-//! advancing a channel to a new serial safely while other publishers do the same
-//! (DESIGN.md "Publish", step 3).
-//!
-//! The history object `history/<serial>.json` is written create-only first: whoever creates
-//! it owns that serial, so two publishers never share one. The pointer is then written with
-//! If-Match on the ETag read before (create-only when there is none). On a conflict the
-//! pointer is read again: if it already names a higher serial, a later publish superseded
-//! ours (ours stays in the history); otherwise we swap again. So the pointer always ends at
-//! the highest serial, and a publisher that died between the two writes leaves only a
-//! history entry that the next publish skips.
+//! Channel pointers in a store: the signed-pointer protocol of [`crate::pointer`] applied to
+//! `apps/<app>/channels/<channel>.json` and its history, plus the rollback rule.
 
-use std::time::Duration;
-
-use bytes::Bytes;
-use ferry_release::{
-    ChannelPointer, Envelope, KeyId, MAX_DOCUMENT_BYTES, SigningKey, sign_document,
-};
-use futures::StreamExt;
+use ferry_release::{ChannelPointer, KeyId};
 use time::OffsetDateTime;
 
 use crate::error::Error;
-use crate::store::{CreateOutcome, Store, SwapOutcome};
+use crate::pointer::{self, PointerDocument, PointerTarget, Signer};
+use crate::store::Store;
 
-/// Attempts at claiming a serial / swapping the pointer before giving up.
-const MAX_ATTEMPTS: u32 = 200;
+impl PointerDocument for ChannelPointer {
+    const KIND: &'static str = "channel pointer";
 
-/// A channel pointer as read by a publisher (signature not checked: a publisher may hold a
-/// newer key than the one that signed the previous state).
+    fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    fn app(&self) -> &str {
+        &self.app
+    }
+
+    fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.schema == ferry_release::SCHEMA {
+            Ok(())
+        } else {
+            Err(format!(
+                "schema {} is not {} (a newer ferry wrote it?)",
+                self.schema,
+                ferry_release::SCHEMA
+            ))
+        }
+    }
+
+    fn comment(&self) -> String {
+        format!(
+            "ferry pointer app={} channel={} serial={} version={}",
+            self.app, self.channel, self.serial, self.release.version
+        )
+    }
+}
+
+/// Where a channel's pointer and history live.
+pub fn channel_target(app: &str, channel: &str) -> PointerTarget {
+    PointerTarget {
+        app: app.to_owned(),
+        channel: channel.to_owned(),
+        pointer: ChannelPointer::path(app, channel),
+        history_prefix: ChannelPointer::history_prefix(app, channel),
+    }
+}
+
+/// A channel pointer as read by a reader that shows what is there (signature not checked).
 #[derive(Debug, Clone)]
 pub struct CurrentPointer {
     /// The payload.
     pub pointer: ChannelPointer,
-    /// The ETag to swap against.
+    /// The ETag of the object read.
     pub etag: Option<String>,
 }
 
 /// Read and parse a channel's pointer without checking its signature; `None` when the channel
-/// has never been published.
+/// has never been published. Publishers build on [`pointer::read_verified`] instead.
 pub async fn read_pointer(
     store: &Store,
     app: &str,
     channel: &str,
 ) -> Result<Option<CurrentPointer>, Error> {
-    let path = ChannelPointer::path(app, channel);
-    let Some(object) = store.get(&path, MAX_DOCUMENT_BYTES as u64).await? else {
-        return Ok(None);
-    };
-    let what = format!("channel pointer {}", store.location(&path));
-    let (pointer, _) = parse_unverified(&object.bytes, &what)?;
-    Ok(Some(CurrentPointer {
-        pointer,
-        etag: object.etag,
-    }))
-}
-
-fn parse_unverified(bytes: &[u8], what: &str) -> Result<(ChannelPointer, Option<KeyId>), Error> {
-    let envelope = Envelope::from_bytes(bytes, what)?;
-    let pointer: ChannelPointer = serde_json::from_str(&envelope.payload).map_err(|error| {
-        ferry_release::Error::Malformed {
-            what: what.to_owned(),
-            message: error.to_string(),
-        }
-    })?;
-    Ok((pointer, envelope.claimed_key_id()))
+    Ok(
+        pointer::read_unverified::<ChannelPointer>(store, &channel_target(app, channel))
+            .await?
+            .map(|read| CurrentPointer {
+                pointer: read.document,
+                etag: read.etag,
+            }),
+    )
 }
 
 /// One state a channel has been in.
@@ -80,21 +94,6 @@ pub struct HistoryEntry {
     pub pointer: ChannelPointer,
 }
 
-fn serial_of(path: &str) -> Option<u64> {
-    path.rsplit('/').next()?.strip_suffix(".json")?.parse().ok()
-}
-
-/// The serials present in a channel's history, unsorted.
-async fn history_serials(store: &Store, app: &str, channel: &str) -> Result<Vec<u64>, Error> {
-    let objects = store
-        .list(&ChannelPointer::history_prefix(app, channel))
-        .await?;
-    Ok(objects
-        .iter()
-        .filter_map(|object| serial_of(&object.path))
-        .collect())
-}
-
 /// A channel's history, oldest first; with `last`, only the newest `last` entries (only those
 /// are read).
 pub async fn history(
@@ -103,180 +102,44 @@ pub async fn history(
     channel: &str,
     last: Option<usize>,
 ) -> Result<Vec<HistoryEntry>, Error> {
-    let mut serials = history_serials(store, app, channel).await?;
-    serials.sort_unstable();
-    if let Some(last) = last {
-        serials.drain(..serials.len().saturating_sub(last));
-    }
-    let reads = futures::stream::iter(serials.into_iter().map(|serial| async move {
-        let path = ChannelPointer::history_path(app, channel, serial);
-        let object = store.get(&path, MAX_DOCUMENT_BYTES as u64).await?;
-        let Some(object) = object else {
-            return Ok::<_, Error>(None);
-        };
-        let (pointer, key_id) = parse_unverified(&object.bytes, &store.location(&path))?;
-        Ok(Some(HistoryEntry {
-            serial,
-            version: pointer.release.version.clone(),
-            published_at: pointer.published_at,
-            key_id,
-            pointer,
-        }))
-    }))
-    .buffered(8)
-    .collect::<Vec<_>>()
-    .await;
-    let mut entries = Vec::new();
-    for read in reads {
-        if let Some(entry) = read? {
-            entries.push(entry);
-        }
-    }
-    Ok(entries)
+    let entries =
+        pointer::history::<ChannelPointer>(store, &channel_target(app, channel), last).await?;
+    Ok(entries
+        .into_iter()
+        .map(|entry| HistoryEntry {
+            serial: entry.document.serial,
+            version: entry.document.release.version.clone(),
+            published_at: entry.document.published_at,
+            key_id: entry.key_id,
+            pointer: entry.document,
+        })
+        .collect())
 }
 
 /// The result of advancing a channel.
-#[derive(Debug, Clone)]
-pub struct Advanced {
-    /// The serial this publish got (always recorded in the history).
-    pub serial: u64,
-    /// The pointer state written.
-    pub pointer: ChannelPointer,
-    /// Set when another publisher's higher serial reached the pointer first.
-    pub superseded_by: Option<u64>,
-}
+pub type Advanced = pointer::Advanced<ChannelPointer>;
 
-/// Give a channel a new pointer state with the next free serial. `make` builds the payload for
-/// a serial given the current pointer (it may run several times when publishers race).
-/// `single_publisher` is for stores that ignore conditional writes: the caller promises no
-/// one else publishes now, and the next serial is taken from a history listing.
+/// Give a channel a new pointer state with the next free serial, built on its verified
+/// current state (see [`pointer::advance`]).
 pub async fn advance_channel<F>(
     store: &Store,
-    key: &SigningKey,
+    signer: &Signer<'_>,
     app: &str,
     channel: &str,
     single_publisher: bool,
-    mut make: F,
+    make: F,
 ) -> Result<Advanced, Error>
 where
     F: FnMut(u64, Option<&ChannelPointer>) -> Result<ChannelPointer, Error>,
 {
-    let pointer_path = ChannelPointer::path(app, channel);
-    let mut floor = if single_publisher {
-        history_serials(store, app, channel)
-            .await?
-            .into_iter()
-            .max()
-            .unwrap_or(0)
-    } else {
-        0
-    };
-    for attempt in 0..MAX_ATTEMPTS {
-        if attempt > 0 {
-            pause(attempt).await;
-        }
-        let current = read_pointer(store, app, channel).await?;
-        let current_serial = current.as_ref().map_or(0, |current| current.pointer.serial);
-        let serial = current_serial.max(floor) + 1;
-        let pointer = make(serial, current.as_ref().map(|current| &current.pointer))?;
-        if pointer.serial != serial || pointer.app != app || pointer.channel != channel {
-            return Err(Error::InvalidRequest(format!(
-                "internal error: pointer built for {}/{} serial {} instead of {app}/{channel} serial {serial}",
-                pointer.app, pointer.channel, pointer.serial
-            )));
-        }
-        let comment = format!(
-            "ferry pointer app={app} channel={channel} serial={serial} version={}",
-            pointer.release.version
-        );
-        let envelope = Bytes::from(sign_document(key, &pointer, &comment)?.to_bytes());
-        let history_path = ChannelPointer::history_path(app, channel, serial);
-        if store.put_create(&history_path, envelope.clone()).await? == CreateOutcome::AlreadyExists
-        {
-            tracing::debug!(
-                app,
-                channel,
-                serial,
-                "serial taken by another publisher; retrying"
-            );
-            let highest = history_serials(store, app, channel)
-                .await?
-                .into_iter()
-                .max()
-                .unwrap_or(serial);
-            floor = floor.max(highest).max(serial);
-            continue;
-        }
-        // We own `serial`. Move the pointer to it unless a higher serial got there first.
-        let mut etag = current.and_then(|current| current.etag);
-        let mut known = current_serial;
-        for swap in 0..MAX_ATTEMPTS {
-            if swap > 0 {
-                pause(swap).await;
-            }
-            let expected = if known == 0 && etag.is_none() {
-                None
-            } else {
-                etag.as_deref()
-            };
-            match store
-                .put_if_match(&pointer_path, envelope.clone(), expected)
-                .await?
-            {
-                SwapOutcome::Written(_) => {
-                    return Ok(Advanced {
-                        serial,
-                        pointer,
-                        superseded_by: None,
-                    });
-                }
-                SwapOutcome::Conflict => {
-                    let now = read_pointer(store, app, channel).await?;
-                    match now {
-                        Some(now) if now.pointer.serial >= serial => {
-                            tracing::info!(
-                                app,
-                                channel,
-                                serial,
-                                newer = now.pointer.serial,
-                                "a newer publish reached the pointer first"
-                            );
-                            return Ok(Advanced {
-                                serial,
-                                pointer,
-                                superseded_by: Some(now.pointer.serial),
-                            });
-                        }
-                        Some(now) => {
-                            known = now.pointer.serial;
-                            etag = now.etag;
-                        }
-                        None => {
-                            known = 0;
-                            etag = None;
-                        }
-                    }
-                }
-            }
-        }
-        return Err(Error::TooManyConflicts {
-            app: app.to_owned(),
-            channel: channel.to_owned(),
-            attempts: MAX_ATTEMPTS,
-        });
-    }
-    Err(Error::TooManyConflicts {
-        app: app.to_owned(),
-        channel: channel.to_owned(),
-        attempts: MAX_ATTEMPTS,
-    })
-}
-
-/// A short random pause that grows with the attempt number, so racing publishers spread out.
-async fn pause(attempt: u32) {
-    let ceiling = 5 + 10 * u64::from(attempt.min(20));
-    let millis = rand::random_range(1..=ceiling);
-    tokio::time::sleep(Duration::from_millis(millis)).await;
+    pointer::advance(
+        store,
+        &channel_target(app, channel),
+        signer,
+        single_publisher,
+        make,
+    )
+    .await
 }
 
 /// Which release `ferry rollback` should go back to: `to` when given (any version in the
@@ -363,12 +226,5 @@ mod tests {
         assert!(rollback_target(&entries, &current, Some("9")).is_err());
         let only = vec![entry(1, "1"), entry(2, "1")];
         assert!(rollback_target(&only, &only[1].pointer, None).is_err());
-    }
-
-    #[test]
-    fn serials_come_from_history_file_names() {
-        assert_eq!(serial_of("apps/a/channels/c/history/42.json"), Some(42));
-        assert_eq!(serial_of("apps/a/channels/c/history/x.json"), None);
-        assert_eq!(serial_of("apps/a/channels/c/history/7.json.tmp"), None);
     }
 }

@@ -103,15 +103,55 @@ pub enum Error {
     InvalidRequest(String),
     /// Too many publishers raced for too long.
     #[error(
-        "gave up advancing channel {app}/{channel} after {attempts} conflicting attempts; other publishers keep winning, try again"
+        "gave up advancing {what} after {attempts} conflicting attempts; other publishers keep winning, try again"
     )]
     TooManyConflicts {
-        /// The app.
-        app: String,
-        /// The channel.
-        channel: String,
+        /// The pointer, with its location.
+        what: String,
         /// Attempts made.
         attempts: u32,
+    },
+    /// The pointer state a publish would build on does not verify.
+    #[error(
+        "refusing to build on {what}: {reason}. Agents refuse it too and stay where they are. If another key you trust signed it, pass --trust with its public key; if it was written without a signing key, `--force-reset` continues from the highest verified serial in its history (`ferry verify` shows what agents see)"
+    )]
+    UnverifiedPointer {
+        /// The pointer, with its location.
+        what: String,
+        /// Why it cannot be built on.
+        reason: String,
+    },
+    /// The current pointer state was signed by another key than the one signing now.
+    #[error(
+        "{what} (serial {serial}) is signed by key {signed_by}, but this publish signs with key {signing_with}: agents that trust only {signed_by} would refuse every update from now on. If the agents already trust {signing_with} (a key rotation), pass --new-key; otherwise sign with the channel's key"
+    )]
+    SignerChanged {
+        /// The pointer, with its location.
+        what: String,
+        /// The serial of the current state.
+        serial: u64,
+        /// The key that signed the current state.
+        signed_by: String,
+        /// The key signing now.
+        signing_with: String,
+    },
+    /// No serial is left to advance to.
+    #[error(
+        "{what} is at serial {serial}, the highest ferry writes ({max}); no further publish is possible on this channel"
+    , max = ferry_release::MAX_SERIAL)]
+    SerialExhausted {
+        /// The pointer, with its location.
+        what: String,
+        /// The serial reached.
+        serial: u64,
+    },
+    /// `--force-reset` found nothing trustworthy to continue from.
+    #[error(
+        "cannot reset {what}: no entry of its history verifies with the trusted keys (pass --trust with the key that signed the channel)"
+    )]
+    NoVerifiedHistory {
+        /// The pointer, with its location.
+        what: String,
     },
     /// An artifact's content does not match what the documents say.
     #[error("artifact {location} does not match the release: {message}")]
@@ -124,6 +164,24 @@ pub enum Error {
     /// A document or signature is wrong.
     #[error(transparent)]
     Release(#[from] ferry_release::Error),
+}
+
+impl Error {
+    /// Whether trying again later may succeed without anyone changing the request: the store
+    /// was unreachable, answered an error, or lost a race. Callers back off and retry on
+    /// these, and treat everything else as an answer.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Request { error, .. } => !matches!(
+                error.as_ref(),
+                object_store::Error::NotImplemented { .. }
+                    | object_store::Error::UnknownConfigurationKey { .. }
+                    | object_store::Error::InvalidPath { .. }
+            ),
+            Error::Io { .. } | Error::TooManyConflicts { .. } | Error::NotFound { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 /// The error and all its causes as one text.

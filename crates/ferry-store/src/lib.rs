@@ -4,15 +4,18 @@
 
 mod channel;
 mod error;
+pub mod pointer;
 mod progress;
 mod publish;
 mod store;
 mod verify;
 
 pub use channel::{
-    Advanced, CurrentPointer, HistoryEntry, advance_channel, history, read_pointer, rollback_target,
+    Advanced, CurrentPointer, HistoryEntry, advance_channel, channel_target, history, read_pointer,
+    rollback_target,
 };
 pub use error::Error;
+pub use pointer::{PointerDocument, PointerTarget, Signer};
 pub use progress::{NoProgress, Progress};
 pub use publish::{
     ArtifactInput, PauseOutcome, PlannedArtifact, PublishOptions, PublishOutcome, PublishPlan,

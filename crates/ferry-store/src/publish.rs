@@ -12,10 +12,12 @@ use ferry_release::{
     ArtifactRef, ChannelPointer, Envelope, MAX_DOCUMENT_BYTES, Release, ReleaseRef, Rollout,
     SCHEMA, SigningKey, sign_artifact, sign_document,
 };
+
+use crate::pointer::{self, Signer};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::channel::{Advanced, advance_channel, read_pointer};
+use crate::channel::{Advanced, advance_channel, channel_target};
 use crate::error::Error;
 use crate::progress::Progress;
 use crate::store::{ConditionalPut, CreateOutcome, Store};
@@ -148,7 +150,7 @@ fn describe(artifacts: &BTreeMap<String, ArtifactRef>) -> String {
 /// Work out what publishing `inputs` would do. Reads the store, writes nothing.
 pub async fn plan_publish(
     store: &Store,
-    key: &SigningKey,
+    signer: &Signer<'_>,
     inputs: &[ArtifactInput],
     options: &PublishOptions,
 ) -> Result<PublishPlan, Error> {
@@ -199,11 +201,28 @@ pub async fn plan_publish(
         }
     }
 
+    if let Some(expires_at) = options.expires_at {
+        if expires_at <= ferry_release::now_utc() {
+            return Err(Error::InvalidRequest(format!(
+                "the pointer would expire at {}, which is not in the future: agents would refuse it at once (give --expires-in a positive duration, or leave it off)",
+                ferry_release::format_time(expires_at)
+            )));
+        }
+    }
+    // Verify what the channel holds before anything is hashed or uploaded: a forged or
+    // foreign-key pointer stops the publish here, with nothing written.
+    let current = pointer::current_for_publish::<ChannelPointer>(
+        store,
+        &channel_target(&options.app, &options.channel),
+        signer,
+    )
+    .await?;
+
     let mut artifacts = Vec::new();
     for input in inputs {
         // Blocking on purpose: planning is a CLI step with nothing else to run meanwhile, and
         // `block_in_place` would panic on a current-thread runtime.
-        let (sha256, size, signature) = hash_and_sign(key, input)?;
+        let (sha256, size, signature) = hash_and_sign(signer.key, input)?;
         let reference = ArtifactRef::new(&sha256, size);
         let present = store.head(&reference.path).await?;
         let upload = match present {
@@ -267,13 +286,13 @@ pub async fn plan_publish(
         ),
     };
 
-    let current = read_pointer(store, &options.app, &options.channel).await?;
     let channel_unchanged = current.as_ref().is_some_and(|current| {
-        current.pointer.release == release.reference()
-            && current.pointer.rollout == options.rollout
-            && current.pointer.expires_at.is_none()
+        current.release == release.reference()
+            && current.rollout == options.rollout
+            && current.expires_at.is_none()
             && options.expires_at.is_none()
-            && !current.pointer.paused
+            && !current.paused
+            && !signer.force_reset
     });
     Ok(PublishPlan {
         options: options.clone(),
@@ -282,7 +301,7 @@ pub async fn plan_publish(
         artifacts,
         release,
         release_exists,
-        current_serial: current.map(|current| current.pointer.serial),
+        current_serial: current.map(|current| current.serial),
         channel_unchanged,
     })
 }
@@ -310,7 +329,7 @@ impl PublishPlan {
     pub async fn execute(
         self,
         store: &Store,
-        key: &SigningKey,
+        signer: &Signer<'_>,
         progress: &dyn Progress,
     ) -> Result<PublishOutcome, Error> {
         require_conditional_put(store, self.options.single_publisher).await?;
@@ -333,7 +352,7 @@ impl PublishPlan {
                 "ferry release app={} version={}",
                 self.options.app, self.version
             );
-            let envelope = sign_document(key, &self.release, &comment)?;
+            let envelope = sign_document(signer.key, &self.release, &comment)?;
             if store
                 .put_create(&path, Bytes::from(envelope.to_bytes()))
                 .await?
@@ -361,7 +380,7 @@ impl PublishPlan {
             });
         }
         let reference = self.release.reference();
-        let advanced = repoint(store, key, &self.options, reference).await?;
+        let advanced = repoint(store, signer, &self.options, reference).await?;
         Ok(PublishOutcome {
             plan: self,
             advanced: Some(advanced),
@@ -372,13 +391,13 @@ impl PublishPlan {
 /// Point `options.channel` at `release` with the next serial.
 pub(crate) async fn repoint(
     store: &Store,
-    key: &SigningKey,
+    signer: &Signer<'_>,
     options: &PublishOptions,
     release: ReleaseRef,
 ) -> Result<Advanced, Error> {
     advance_channel(
         store,
-        key,
+        signer,
         &options.app,
         &options.channel,
         options.single_publisher,
@@ -403,7 +422,7 @@ pub(crate) async fn repoint(
 /// release document exists and names the same artifacts.
 pub async fn repoint_channel(
     store: &Store,
-    key: &SigningKey,
+    signer: &Signer<'_>,
     options: &PublishOptions,
     release: ReleaseRef,
 ) -> Result<Advanced, Error> {
@@ -415,13 +434,15 @@ pub async fn repoint_channel(
             hint: String::new(),
         });
     };
-    let envelope = Envelope::from_bytes(&object.bytes, &path)?;
-    let stored: Release = serde_json::from_str(&envelope.payload).map_err(|error| {
-        ferry_release::Error::Malformed {
-            what: path.clone(),
-            message: error.to_string(),
-        }
-    })?;
+    // The release is re-signed into the channel by this pointer: it must carry a trusted
+    // signature of its own, not just sit in the store.
+    let stored = ferry_release::verify_release(
+        &object.bytes,
+        &signer.trusted,
+        &options.app,
+        &release.version,
+    )?
+    .release;
     if stored.artifacts != release.artifacts {
         return Err(Error::ReleaseConflict {
             app: options.app.clone(),
@@ -439,7 +460,7 @@ pub async fn repoint_channel(
         }
     }
     require_conditional_put(store, options.single_publisher).await?;
-    repoint(store, key, options, release).await
+    repoint(store, signer, options, release).await
 }
 
 /// What [`set_paused`] did.
@@ -457,37 +478,50 @@ pub enum PauseOutcome {
 /// again from now.
 pub async fn set_paused(
     store: &Store,
-    key: &SigningKey,
+    signer: &Signer<'_>,
     app: &str,
     channel: &str,
     paused: bool,
     restart_waves: bool,
     single_publisher: bool,
 ) -> Result<PauseOutcome, Error> {
-    let Some(current) = read_pointer(store, app, channel).await? else {
+    let current = pointer::current_for_publish::<ChannelPointer>(
+        store,
+        &channel_target(app, channel),
+        signer,
+    )
+    .await?;
+    let Some(current) = current else {
         return Err(Error::InvalidRequest(format!(
             "channel {app}/{channel} has never been published; nothing to {}",
             if paused { "pause" } else { "resume" }
         )));
     };
-    if current.pointer.paused == paused && !restart_waves {
-        return Ok(PauseOutcome::Unchanged(current.pointer));
+    if current.paused == paused && !restart_waves && !signer.force_reset {
+        return Ok(PauseOutcome::Unchanged(current));
     }
     require_conditional_put(store, single_publisher).await?;
-    let advanced = advance_channel(store, key, app, channel, single_publisher, |serial, now| {
-        let Some(now) = now else {
-            return Err(Error::InvalidRequest(format!(
-                "channel {app}/{channel} disappeared while changing it"
-            )));
-        };
-        let mut pointer = now.clone();
-        pointer.serial = serial;
-        pointer.paused = paused;
-        if restart_waves {
-            pointer.published_at = ferry_release::now_utc();
-        }
-        Ok(pointer)
-    })
+    let advanced = advance_channel(
+        store,
+        signer,
+        app,
+        channel,
+        single_publisher,
+        |serial, now| {
+            let Some(now) = now else {
+                return Err(Error::InvalidRequest(format!(
+                    "channel {app}/{channel} disappeared while changing it"
+                )));
+            };
+            let mut pointer = now.clone();
+            pointer.serial = serial;
+            pointer.paused = paused;
+            if restart_waves {
+                pointer.published_at = ferry_release::now_utc();
+            }
+            Ok(pointer)
+        },
+    )
     .await?;
     Ok(PauseOutcome::Changed(advanced))
 }
@@ -497,19 +531,49 @@ pub async fn set_paused(
 /// from and the new state.
 pub async fn rollback_channel(
     store: &Store,
-    key: &SigningKey,
+    signer: &Signer<'_>,
     app: &str,
     channel: &str,
     to: Option<&str>,
     single_publisher: bool,
 ) -> Result<(String, Advanced), Error> {
-    let Some(current) = read_pointer(store, app, channel).await? else {
+    let target = channel_target(app, channel);
+    let Some(current) =
+        pointer::current_for_publish::<ChannelPointer>(store, &target, signer).await?
+    else {
         return Err(Error::InvalidRequest(format!(
             "channel {app}/{channel} has never been published; nothing to roll back"
         )));
     };
-    let entries = crate::channel::history(store, app, channel, None).await?;
-    let target = crate::channel::rollback_target(&entries, &current.pointer, to)?;
+    // Only history entries signed by a trusted key are candidates: an unsigned entry written
+    // into the history must never be re-signed into the channel.
+    let entries: Vec<crate::channel::HistoryEntry> =
+        pointer::history::<ChannelPointer>(store, &target, None)
+            .await?
+            .into_iter()
+            .filter_map(|entry| {
+                let what = store.location(&target.history(entry.document.serial));
+                match pointer::verify_state::<ChannelPointer>(
+                    &entry.bytes,
+                    &signer.trusted,
+                    &target,
+                    &what,
+                ) {
+                    Ok((pointer, key_id)) => Some(crate::channel::HistoryEntry {
+                        serial: pointer.serial,
+                        version: pointer.release.version.clone(),
+                        published_at: pointer.published_at,
+                        key_id: Some(key_id),
+                        pointer,
+                    }),
+                    Err(error) => {
+                        tracing::warn!("skipping a history entry that does not verify: {error}");
+                        None
+                    }
+                }
+            })
+            .collect();
+    let release = crate::channel::rollback_target(&entries, &current, to)?;
     let options = PublishOptions {
         app: app.to_owned(),
         channel: channel.to_owned(),
@@ -518,6 +582,6 @@ pub async fn rollback_channel(
         expires_at: None,
         single_publisher,
     };
-    let advanced = repoint_channel(store, key, &options, target).await?;
-    Ok((current.pointer.release.version, advanced))
+    let advanced = repoint_channel(store, signer, &options, release).await?;
+    Ok((current.release.version, advanced))
 }

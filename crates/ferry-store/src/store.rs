@@ -71,7 +71,11 @@ impl Default for StoreOptions {
 
 #[derive(Debug)]
 enum Backend {
-    Local { root: PathBuf },
+    /// `planned`: the directory does not exist yet and reads see an empty in-memory store.
+    Local {
+        root: PathBuf,
+        planned: bool,
+    },
     S3,
 }
 
@@ -166,7 +170,10 @@ impl Store {
                 return Ok(Store {
                     inner: Arc::new(object_store::memory::InMemory::new()),
                     url: url_clean,
-                    backend: Arc::new(Backend::Local { root }),
+                    backend: Arc::new(Backend::Local {
+                        root,
+                        planned: true,
+                    }),
                 });
             } else if !root.is_dir() {
                 return Err(Error::NotFound {
@@ -182,7 +189,10 @@ impl Store {
             return Ok(Store {
                 inner: Arc::new(local),
                 url: url_clean,
-                backend: Arc::new(Backend::Local { root }),
+                backend: Arc::new(Backend::Local {
+                    root,
+                    planned: false,
+                }),
             });
         }
         let Some(rest) = url.strip_prefix("s3://") else {
@@ -282,6 +292,23 @@ impl Store {
         format!("{}/{}", self.url, path)
     }
 
+    /// A `file://` store whose directory is gone (removed, or its disk not mounted) is a store
+    /// that is down, not an empty one: reading "nothing published" from it would be a lie.
+    fn require_local_root(&self) -> Result<(), Error> {
+        match &*self.backend {
+            Backend::Local {
+                root,
+                planned: false,
+            } if !root.is_dir() => Err(Error::NotFound {
+                what: "store directory".into(),
+                location: root.display().to_string(),
+                hint: ": it was removed or its disk is not mounted (agents retry until it is back; check the store URL)"
+                    .into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn request_error(
         &self,
         operation: &'static str,
@@ -323,7 +350,10 @@ impl Store {
             Err(error @ object_store::Error::NotFound { .. }) if is_missing_bucket(&error) => {
                 return Err(self.request_error("read", path, error));
             }
-            Err(object_store::Error::NotFound { .. }) => return Ok(Fetched::Missing),
+            Err(object_store::Error::NotFound { .. }) => {
+                self.require_local_root()?;
+                return Ok(Fetched::Missing);
+            }
             Err(object_store::Error::NotModified { .. }) => return Ok(Fetched::NotModified),
             Err(source) => return Err(self.request_error("read", path, source)),
         };
@@ -363,7 +393,10 @@ impl Store {
             Err(error @ object_store::Error::NotFound { .. }) if is_missing_bucket(&error) => {
                 Err(self.request_error("look up", path, error))
             }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(object_store::Error::NotFound { .. }) => {
+                self.require_local_root()?;
+                Ok(None)
+            }
             Err(source) => Err(self.request_error("look up", path, source)),
         }
     }
@@ -446,7 +479,9 @@ impl Store {
         expected: Option<&str>,
     ) -> Result<SwapOutcome, Error> {
         match &*self.backend {
-            Backend::Local { root } => self.put_if_match_local(root, path, bytes, expected).await,
+            Backend::Local { root, .. } => {
+                self.put_if_match_local(root, path, bytes, expected).await
+            }
             Backend::S3 => {
                 let mode = match expected {
                     None => PutMode::Create,

@@ -4,7 +4,6 @@
 
 use std::ffi::OsStr;
 use std::os::linux::net::SocketAddrExt;
-use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -171,15 +170,7 @@ impl HealthUrl {
 
 /// Send `state` to an sd_notify socket (systemd's, for `Type=notify` units).
 pub fn notify_systemd(socket_address: &OsStr, state: &str) -> std::io::Result<()> {
-    let socket = std::os::unix::net::UnixDatagram::unbound()?;
-    let bytes = socket_address.as_bytes();
-    if let Some(name) = bytes.strip_prefix(b"@") {
-        let address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-        socket.send_to_addr(state.as_bytes(), &address)?;
-    } else {
-        socket.send_to(state.as_bytes(), std::path::Path::new(socket_address))?;
-    }
-    Ok(())
+    ferry_handoff::send_notify(socket_address, state)
 }
 
 #[cfg(test)]

@@ -14,15 +14,17 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use ferry_handoff::{LISTEN_FDS_START, env};
+
 use crate::Error;
 
 /// Variables of the protocols that must never leak from the supervisor's own environment into
 /// a child (they describe the supervisor's sockets, not the child's).
 const PROTOCOL_VARIABLES: [&str; 4] = [
-    "LISTEN_PID",
-    "LISTEN_FDS",
-    "LISTEN_FDNAMES",
-    "NOTIFY_SOCKET",
+    env::LISTEN_PID,
+    env::LISTEN_FDS,
+    env::LISTEN_FDNAMES,
+    env::NOTIFY_SOCKET,
 ];
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
 /// Room for any PID's digits plus the terminating NUL.
@@ -98,13 +100,13 @@ pub fn spawn(
         envp_c.push(c_string(&entry)?);
     }
     envp_c.push(c_string(
-        format!("LISTEN_FDS={}", listeners.len()).as_bytes(),
+        format!("{}={}", env::LISTEN_FDS, listeners.len()).as_bytes(),
     )?);
     let names: Vec<&str> = listeners.iter().map(|(name, _)| *name).collect();
     envp_c.push(c_string(
-        format!("LISTEN_FDNAMES={}", names.join(":")).as_bytes(),
+        format!("{}={}", env::LISTEN_FDNAMES, names.join(":")).as_bytes(),
     )?);
-    let mut notify_entry = b"NOTIFY_SOCKET=".to_vec();
+    let mut notify_entry = format!("{}=", env::NOTIFY_SOCKET).into_bytes();
     notify_entry.extend_from_slice(notify_socket.as_bytes());
     envp_c.push(c_string(&notify_entry)?);
 
@@ -216,7 +218,7 @@ unsafe fn child_after_fork(
 
         // Move the listeners to 3.. in two steps, so a source that already sits on a target
         // number is not overwritten before it is copied.
-        let first_free = 3 + count;
+        let first_free = LISTEN_FDS_START + count;
         for (index, source) in sources.iter().enumerate() {
             let copy = libc::fcntl(*source, libc::F_DUPFD_CLOEXEC, first_free);
             if copy < 0 {
@@ -226,7 +228,7 @@ unsafe fn child_after_fork(
         }
         for index in 0..sources.len() {
             // dup2 clears close-on-exec on the target: exactly the listeners survive exec.
-            if libc::dup2(*scratch.add(index), 3 + index as libc::c_int) < 0 {
+            if libc::dup2(*scratch.add(index), LISTEN_FDS_START + index as libc::c_int) < 0 {
                 libc::_exit(126);
             }
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use ferry_supervisor::{BoundListener, Config, Error, Supervisor};
 
 const APP: &str = r#"
-import os, socket, sys, time
+import os, select, signal, socket, sys, time
 mode = open(sys.argv[1]).read().strip()
 if mode == "crash":
     sys.exit(3)
@@ -21,10 +21,26 @@ if mode != "silent":
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
         notify.sendto(b"READY=1", address)
 server = socket.socket(fileno=3)
-while True:
-    connection, _ = server.accept()
-    connection.sendall(b"%d\n" % os.getpid())
-    connection.close()
+server.setblocking(False)
+# Drain like a well-behaved app: SIGTERM only stops accepting, so a connection this process
+# took is always answered (dying with one in hand would close it unanswered).
+wake_read, wake_write = os.pipe()
+os.set_blocking(wake_write, False)
+signal.set_wakeup_fd(wake_write)
+signal.signal(signal.SIGTERM, lambda *_: None)
+stopping = False
+while not stopping:
+    readable, _, _ = select.select([server, wake_read], [], [])
+    if wake_read in readable:
+        stopping = True
+    if server in readable:
+        try:
+            connection, _ = server.accept()
+        except BlockingIOError:
+            continue
+        connection.setblocking(True)
+        connection.sendall(b"%d\n" % os.getpid())
+        connection.close()
 "#;
 
 fn alive(pid: u32) -> bool {
@@ -80,7 +96,15 @@ async fn reloads_queue_bad_releases_are_refused_and_shutdown_reaps_everything() 
     assert_eq!(handle.status().generation, 3);
     let serving = handle.status().pid.unwrap();
 
-    // The answer really comes from the serving process, on the one bound socket.
+    // Once the replaced processes have drained and exited, the answer really comes from the
+    // serving process, on the one bound socket. (While one drains it may still take a
+    // connection from the shared queue, and answers it: that is the design.)
+    for pid in [first_pid, a, b] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while pid != serving && alive(pid) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let answer = tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let mut text = String::new();

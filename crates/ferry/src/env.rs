@@ -16,7 +16,8 @@ pub const FERRY_AGENT_CONFIG: &str = "FERRY_AGENT_CONFIG";
 pub const FERRY_APP: &str = "FERRY_APP";
 /// The channel the agent follows (`channel`).
 pub const FERRY_CHANNEL: &str = "FERRY_CHANNEL";
-/// Trusted public key files, separated by `,` or `:` (`trust`).
+/// Trusted public key files, separated by `,` or `:` (`trust`). Publishers read it too, as
+/// the default of `--trust`: the keys whose pointer states they may build on.
 pub const FERRY_TRUST: &str = "FERRY_TRUST";
 /// Time between polls, e.g. `30s` (`interval`).
 pub const FERRY_AGENT_INTERVAL: &str = "FERRY_AGENT_INTERVAL";
@@ -41,3 +42,16 @@ pub const FERRY_KEY_PASSWORD: &str = "FERRY_KEY_PASSWORD";
 /// Where `ferry verify` remembers the highest serial it accepted per channel; stands for
 /// `ferry verify --state`.
 pub const FERRY_VERIFY_STATE: &str = "FERRY_VERIFY_STATE";
+
+/// The files listed in [`FERRY_TRUST`] (separated by `,` or `:`, blanks ignored); `None` when
+/// it is unset or empty. The one place that list is parsed.
+pub fn trust_from_env() -> Option<Vec<std::path::PathBuf>> {
+    let listed = std::env::var(FERRY_TRUST).ok()?;
+    let paths: Vec<std::path::PathBuf> = listed
+        .split([',', ':'])
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(std::path::PathBuf::from)
+        .collect();
+    (!paths.is_empty()).then_some(paths)
+}

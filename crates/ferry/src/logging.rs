@@ -5,9 +5,11 @@ use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 pub fn init(verbose: u8, quiet: bool) {
+    // object_store logs each of its own request retries at INFO; ferry says once, with
+    // context, what failed and what it does next, so those lines are noise below -v.
     let default = match (quiet, verbose) {
         (true, _) => "error",
-        (false, 0) => "info",
+        (false, 0) => "info,object_store=warn",
         (false, 1) => "debug",
         (false, _) => "trace",
     };

@@ -51,6 +51,7 @@ fn user_data_is_valid_and_provisions_a_sandboxed_root() {
     let dir = Dir::new("ferry-cloud-init");
     let store_dir = dir.join("store");
     let store = format!("file://{}", store_dir.display());
+    std::fs::create_dir_all(&store_dir).unwrap();
     let ferry_binary = Path::new(env!("CARGO_BIN_EXE_ferry"));
 
     // The release engineer: a key, ferry's own package on channel ferry/stable, and a

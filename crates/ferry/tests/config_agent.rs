@@ -162,6 +162,7 @@ fn push(host: &Host, key: &Path, dir: &Dir, name: &str, content: &str) -> u64 {
 fn config_bundles_reach_the_service_and_bad_ones_roll_back() {
     let dir = Dir::new("ferry-config-agent");
     let store = format!("file://{}", dir.join("store").display());
+    std::fs::create_dir_all(dir.join("store")).unwrap();
     let publisher = Publisher::new(
         Path::new(env!("CARGO_BIN_EXE_ferry")),
         &dir.join("work"),

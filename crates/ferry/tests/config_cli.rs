@@ -128,6 +128,7 @@ fn round_trip(dir: &Dir, store: &str, environment: &[(&'static str, String)]) {
 fn push_show_history_rollback_on_a_directory_store() {
     let dir = Dir::new("ferry-config-cli");
     let store = format!("file://{}", dir.join("store").display());
+    std::fs::create_dir_all(dir.join("store")).unwrap();
     round_trip(&dir, &store, &[]);
 }
 
@@ -142,6 +143,7 @@ fn push_show_history_rollback_on_s3() {
 fn bad_files_are_refused_and_nothing_is_pushed() {
     let dir = Dir::new("ferry-config-cli-errors");
     let store = format!("file://{}", dir.join("store").display());
+    std::fs::create_dir_all(dir.join("store")).unwrap();
     ok(ferry().arg("keygen").arg(dir.join("release")));
     let key = dir.join("release.key").display().to_string();
     let cases: [(&str, &[u8], &str); 4] = [

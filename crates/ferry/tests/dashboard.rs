@@ -96,6 +96,7 @@ fn dashboard_shows_hosts_and_versions_in_headless_chromium() {
     );
     let dir = Dir::new("dashboard");
     let store = format!("file://{}", dir.join("store").display());
+    std::fs::create_dir_all(dir.join("store")).unwrap();
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_ferry"));
     let ferry = Ferry::new(&binary, vec![]);
     let publisher = Publisher::new(&binary, &dir.join("release"), &store, vec![], APP, CHANNEL);

@@ -24,6 +24,7 @@ impl Fixture {
     fn new() -> Fixture {
         let dir = Dir::new("rollout");
         let store = format!("file://{}", dir.join("store").display());
+        std::fs::create_dir_all(dir.join("store")).unwrap();
         let binary = PathBuf::from(env!("CARGO_BIN_EXE_ferry"));
         let publisher = Publisher::new(&binary, &dir.join("release"), &store, vec![], APP, CHANNEL);
         publisher.keygen();

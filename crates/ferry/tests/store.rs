@@ -34,7 +34,10 @@ impl Fixture {
     fn new(backend: Backend) -> Fixture {
         let dir = Dir::new("store");
         let (server, store) = match backend {
-            Backend::File => (None, format!("file://{}", dir.join("store").display())),
+            Backend::File => {
+                std::fs::create_dir_all(dir.join("store")).unwrap();
+                (None, format!("file://{}", dir.join("store").display()))
+            }
             Backend::S3 => {
                 let server = S3Server::start();
                 let url = server.store_url("fleet");
@@ -467,6 +470,10 @@ fn publish_verify_rollback_promote(backend: Backend) {
 
 fn dry_run_writes_nothing(backend: Backend) {
     let fixture = Fixture::new(backend);
+    if backend == Backend::File {
+        // A store that does not exist yet: the dry run must not create it.
+        std::fs::remove_dir(fixture.dir.join("store")).unwrap();
+    }
     let deb = fixture.deb("1.0-1", "amd64", "x");
     let plan = json(&fixture.publish(&[&deb], &["--dry-run", "--json"]));
     assert_eq!(plan["dry_run"], true);

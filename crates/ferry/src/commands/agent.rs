@@ -65,12 +65,7 @@ fn settings(common: &CommonArgs) -> anyhow::Result<Settings> {
         s3_endpoint: common.s3_endpoint.clone(),
         app: non_empty(env::FERRY_APP),
         channel: non_empty(env::FERRY_CHANNEL),
-        trust: non_empty(env::FERRY_TRUST).map(|list| {
-            list.split([',', ':'])
-                .filter(|part| !part.is_empty())
-                .map(PathBuf::from)
-                .collect()
-        }),
+        trust: env::trust_from_env(),
         interval: non_empty(env::FERRY_AGENT_INTERVAL),
         state_dir: non_empty(env::FERRY_STATE_DIR).map(PathBuf::from),
         cache_dir: non_empty(env::FERRY_CACHE_DIR).map(PathBuf::from),
@@ -141,8 +136,32 @@ fn run_agent(
             s3_endpoint: settings.s3_endpoint.clone(),
             ..Default::default()
         };
-        let store = ferry_store::Store::open(&settings.store, &options)
-            .with_context(|| format!("cannot open the store {}", settings.store))?;
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        // A store that is down when the agent starts (a file:// directory not mounted yet) is
+        // waited for like one that goes down later: the agent must not exit and leave the host
+        // unmanaged.
+        let mut delay = std::time::Duration::from_millis(500);
+        let store = loop {
+            match ferry_store::Store::open(&settings.store, &options) {
+                Ok(store) => break store,
+                Err(error) if error.is_transient() && !once => {
+                    tracing::warn!(
+                        store = %settings.store, retry_in_ms = delay.as_millis() as u64,
+                        "cannot open the store, retrying (the service is not touched): {error}"
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = &mut shutdown => return Ok(ExitCode::SUCCESS),
+                    }
+                    delay = (delay * 2).min(settings.backoff_max.max(delay));
+                }
+                Err(error) => {
+                    return Err(error)
+                        .with_context(|| format!("cannot open the store {}", settings.store));
+                }
+            }
+        };
         let metrics = Arc::new(Metrics::default());
         if let Some(address) = metrics_address {
             let listener = tokio::net::TcpListener::bind(address)
@@ -160,7 +179,7 @@ fn run_agent(
             once,
             metrics: Some(metrics),
         };
-        let outcome = ferry_agent::run(settings, store, shutdown_signal(), options).await?;
+        let outcome = ferry_agent::run(settings, store, shutdown, options).await?;
         Ok(match outcome {
             Some(Outcome::Refused { .. }) => ExitCode::from(3),
             Some(Outcome::RolledBack { .. }) => ExitCode::from(4),

@@ -118,7 +118,7 @@ struct KeyFile {
 fn read_trusted_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<KeyFile>> {
     let mut keys: Vec<KeyFile> = Vec::new();
     for path in paths {
-        let text = std::fs::read_to_string(path)
+        let text = ferry_release::read_local_text(path, 16 * 1024)
             .with_context(|| format!("cannot read trusted key {}", path.display()))?;
         let id = TrustedKeys::new()
             .add_text(&text, path)

@@ -52,6 +52,9 @@ struct PushArgs {
     /// The files of the bundle (each lands in the agent's config directory under its name).
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
+    /// Create the file:// store directory if it does not exist.
+    #[arg(long)]
+    create_store: bool,
     /// Print JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -114,11 +117,12 @@ fn describe(target: &Target) -> String {
 fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     let files = ferry_config::bundle_from_files(&args.files).context("cannot build the bundle")?;
     let key = args.key.load()?;
-    let store = args.target.store.open(true)?;
+    let signer = args.key.signer(&key)?;
+    let store = args.target.store.open(args.create_store)?;
     let pushed = runtime()?
         .block_on(ferry_config::push(
             &store,
-            &key,
+            &signer,
             &args.target.app,
             &args.target.channel,
             files,
@@ -175,13 +179,7 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     };
     let mut trust = args.trust.clone();
     if trust.is_empty() {
-        if let Ok(list) = std::env::var(env::FERRY_TRUST) {
-            trust = list
-                .split([',', ':'])
-                .filter(|part| !part.is_empty())
-                .map(PathBuf::from)
-                .collect();
-        }
+        trust = env::trust_from_env().unwrap_or_default();
     }
     let signer = if trust.is_empty() {
         tracing::warn!("signature not checked (pass --trust PUBKEY to check it)");
@@ -305,11 +303,12 @@ fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
 
 fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     let key = args.key.load()?;
+    let signer = args.key.signer(&key)?;
     let store = args.target.store.open(false)?;
     let (from, pushed) = runtime()?
         .block_on(ferry_config::rollback(
             &store,
-            &key,
+            &signer,
             &args.target.app,
             &args.target.channel,
             args.to,

@@ -49,11 +49,12 @@ pub fn run_resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
 fn change(args: &Args, paused: bool, restart_waves: bool) -> anyhow::Result<ExitCode> {
     let verb = if paused { "pause" } else { "resume" };
     let key = args.key.load()?;
+    let signer = args.key.signer(&key)?;
     let store = args.store.open(false)?;
     let outcome = runtime()?
         .block_on(ferry_store::set_paused(
             &store,
-            &key,
+            &signer,
             &args.app,
             &args.channel,
             paused,

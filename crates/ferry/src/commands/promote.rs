@@ -36,28 +36,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.from
     );
     let key = args.key.load()?;
+    let signer = args.key.signer(&key)?;
     let store = args.store.open(false)?;
     let runtime = runtime()?;
-    let advanced = runtime
-        .block_on(async {
-            let Some(source) = ferry_store::read_pointer(&store, &args.app, &args.from).await?
-            else {
-                return Err(ferry_store::Error::InvalidRequest(format!(
-                    "channel {}/{} has never been published; nothing to promote",
-                    args.app, args.from
-                )));
-            };
-            let options = PublishOptions {
-                app: args.app.clone(),
-                channel: args.to.clone(),
-                notes: String::new(),
-                rollout: Default::default(),
-                expires_at: None,
-                single_publisher: args.single_publisher,
-            };
-            ferry_store::repoint_channel(&store, &key, &options, source.pointer.release).await
-        })
-        .with_context(|| format!("cannot promote {}/{} to {}", args.app, args.from, args.to))?;
+    let advanced =
+        runtime
+            .block_on(async {
+                // The release is taken from the source channel and re-signed into the target:
+                // the source must verify like any state a publish builds on.
+                let source_target = ferry_store::channel_target(&args.app, &args.from);
+                let Some(source) = ferry_store::pointer::read_verified::<
+                    ferry_release::ChannelPointer,
+                >(&store, &source_target, &signer.trusted)
+                .await?
+                else {
+                    return Err(ferry_store::Error::InvalidRequest(format!(
+                        "channel {}/{} has never been published; nothing to promote",
+                        args.app, args.from
+                    )));
+                };
+                let options = PublishOptions {
+                    app: args.app.clone(),
+                    channel: args.to.clone(),
+                    notes: String::new(),
+                    rollout: Default::default(),
+                    expires_at: None,
+                    single_publisher: args.single_publisher,
+                };
+                ferry_store::repoint_channel(&store, &signer, &options, source.document.release)
+                    .await
+            })
+            .with_context(|| format!("cannot promote {}/{} to {}", args.app, args.from, args.to))?;
     println!(
         "promoted {} {} from {} to {} (serial {})",
         args.app, advanced.pointer.release.version, args.from, args.to, advanced.serial

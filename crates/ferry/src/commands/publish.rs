@@ -55,6 +55,10 @@ pub struct Args {
     /// Print what would be done; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Create the file:// store directory if it does not exist (the first publish into a new
+    /// store); without it a missing directory is refused as a likely typo.
+    #[arg(long)]
+    pub create_store: bool,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -63,6 +67,18 @@ pub struct Args {
 fn read_package(file: &Path) -> anyhow::Result<ArtifactInput> {
     let reader = ferry_deb::DebReader::open(file)
         .with_context(|| format!("cannot read {} as a .deb", file.display()))?;
+    // Read it to the end as an agent will: a package cut short or corrupt past its control
+    // file is refused here, not by every host after it was published.
+    let whole =
+        std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+    ferry_deb::check_complete(std::io::BufReader::with_capacity(1 << 20, whole)).with_context(
+        || {
+            format!(
+                "{} is not a complete .deb (was it cut short?); build it again",
+                file.display()
+            )
+        },
+    )?;
     let control = reader.control();
     let field = |value: Option<&str>, name: &str| {
         value
@@ -166,6 +182,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ => ferry_release::Rollout::default(),
     };
     let key = args.key.load()?;
+    let signer = args.key.signer(&key)?;
     let app = match &args.app {
         Some(app) => app.clone(),
         None => inputs[0].package.clone(),
@@ -183,11 +200,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = if args.dry_run {
         args.store.open_for_plan()?
     } else {
-        args.store.open(true)?
+        args.store.open(args.create_store)?
     };
     let runtime = runtime()?;
     let plan = runtime
-        .block_on(plan_publish(&store, &key, &inputs, &options))
+        .block_on(plan_publish(&store, &signer, &inputs, &options))
         .with_context(|| format!("cannot plan the publish to {}", store.url()))?;
     if args.dry_run {
         if args.json {
@@ -202,7 +219,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let progress = TerminalProgress::new(false);
     let outcome = runtime
-        .block_on(plan.execute(&store, &key, &progress))
+        .block_on(plan.execute(&store, &signer, &progress))
         .with_context(|| format!("publish of {} to {} failed", inputs[0].version, store.url()))?;
     if args.json {
         let mut value = plan_json(&outcome.plan);

@@ -195,7 +195,7 @@ struct Session {
 
 impl Session {
     fn new(ferry: PathBuf, example: PathBuf, dir: PathBuf, port: u16) -> anyhow::Result<Session> {
-        for sub in ["keys", "build", "logs", "host"] {
+        for sub in ["keys", "build", "logs", "host", "store"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
         let store = format!("file://{}", dir.join("store").display());

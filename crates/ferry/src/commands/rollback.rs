@@ -30,12 +30,13 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let key = args.key.load()?;
+    let signer = args.key.signer(&key)?;
     let store = args.store.open(false)?;
     let runtime = runtime()?;
     let (from, advanced) = runtime
         .block_on(ferry_store::rollback_channel(
             &store,
-            &key,
+            &signer,
             &args.app,
             &args.channel,
             args.to.as_deref(),

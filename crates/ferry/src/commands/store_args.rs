@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::Context;
-use ferry_release::SigningKey;
-use ferry_store::{Progress, Store, StoreOptions};
+use ferry_release::{SigningKey, TrustedKeys};
+use ferry_store::{Progress, Signer, Store, StoreOptions};
 
 use crate::env;
 
@@ -24,10 +24,21 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    /// Open the store; `writer` creates a missing file:// directory.
-    pub fn open(&self, writer: bool) -> anyhow::Result<Store> {
+    /// Open the store; `create` makes a missing file:// directory (`--create-store`). Without
+    /// it a missing directory is an error: a typo'd path must not become a new, empty store
+    /// that no agent reads.
+    pub fn open(&self, create: bool) -> anyhow::Result<Store> {
+        if !create {
+            if let Some(path) = self.store.strip_prefix("file://") {
+                if path.starts_with('/') && !Path::new(path).exists() {
+                    anyhow::bail!(
+                        "store directory {path} does not exist: check the --store URL for a typo, or pass --create-store to start a new store there"
+                    );
+                }
+            }
+        }
         self.open_with(StoreOptions {
-            create_local_root: writer,
+            create_local_root: create,
             ..StoreOptions::default()
         })
     }
@@ -50,19 +61,48 @@ impl StoreArgs {
     }
 }
 
-/// The secret key that signs.
+/// The secret key that signs, and what the signer trusts of the state it builds on.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KeyArgs {
     /// The minisign secret key (PREFIX.key from `ferry keygen`, or minisign.key); an
     /// encrypted key takes its password from FERRY_KEY_PASSWORD.
     #[arg(long, env = env::FERRY_KEY, value_name = "FILE")]
     pub key: PathBuf,
+    /// Public keys besides your own whose pointer states you build on (repeat, or separate
+    /// with commas); default: FERRY_TRUST. The current state must verify with one of them.
+    #[arg(long = "trust", value_delimiter = ',', value_name = "PUBKEY")]
+    pub trust: Vec<PathBuf>,
+    /// The current state was signed by another trusted key and this signature starts a new
+    /// one (a key rotation: the agents must already trust the new key).
+    #[arg(long)]
+    pub new_key: bool,
+    /// Build on the highest verified history entry instead of the current pointer, replacing
+    /// a pointer that does not verify (after someone wrote the store without the key).
+    #[arg(long)]
+    pub force_reset: bool,
 }
 
 impl KeyArgs {
     /// Load the key.
     pub fn load(&self) -> anyhow::Result<SigningKey> {
         load_key(&self.key)
+    }
+
+    /// The signer: `key` plus the trusted keys and the flags above.
+    pub fn signer<'a>(&self, key: &'a SigningKey) -> anyhow::Result<Signer<'a>> {
+        let paths = if self.trust.is_empty() {
+            env::trust_from_env().unwrap_or_default()
+        } else {
+            self.trust.clone()
+        };
+        let trusted = TrustedKeys::from_files(&paths).context("cannot load the --trust keys")?;
+        let mut signer = Signer::new(key, &trusted);
+        signer.new_key = self.new_key;
+        signer.force_reset = self.force_reset;
+        if self.force_reset {
+            tracing::warn!(key = %key.id(), "--force-reset: the channel continues from its highest verified serial");
+        }
+        Ok(signer)
     }
 }
 

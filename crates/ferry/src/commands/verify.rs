@@ -57,7 +57,7 @@ fn default_state_path() -> anyhow::Result<PathBuf> {
 }
 
 fn read_state(path: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
-    match std::fs::read(path) {
+    match ferry_release::read_local_file(path, 16 * 1024 * 1024) {
         Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
             format!(
                 "verify state file {} is corrupt (fix or delete it)",
@@ -93,12 +93,7 @@ fn is_rejection(error: &ferry_store::Error) -> bool {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let trust = if args.trust.is_empty() {
-        let listed = std::env::var(env::FERRY_TRUST).unwrap_or_default();
-        listed
-            .split([',', ':'])
-            .filter(|item| !item.trim().is_empty())
-            .map(|item| PathBuf::from(item.trim()))
-            .collect()
+        env::trust_from_env().unwrap_or_default()
     } else {
         args.trust.clone()
     };

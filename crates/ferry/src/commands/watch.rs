@@ -67,6 +67,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let threshold = Threshold::parse(&args.max_failures)?;
     let key = args.key.load()?;
+    let signer = args.key.signer(&key)?;
     let store = args.store.open(false)?;
     let runtime = runtime()?;
     // Never judged stale here: the judge counts failures and completions only.
@@ -164,7 +165,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     &args,
                     &runtime,
                     &store,
-                    &key,
+                    &signer,
                     &version,
                     failed,
                     total,
@@ -200,7 +201,7 @@ fn halt(
     args: &Args,
     runtime: &tokio::runtime::Runtime,
     store: &ferry_store::Store,
-    key: &ferry_release::SigningKey,
+    key: &ferry_store::Signer<'_>,
     version: &str,
     failed: usize,
     total: usize,

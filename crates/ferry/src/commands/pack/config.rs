@@ -123,7 +123,7 @@ pub struct ScriptsSection {
 impl Manifest {
     /// Read and parse a manifest file.
     pub fn load(path: &Path) -> anyhow::Result<Manifest> {
-        let text = std::fs::read_to_string(path).with_context(|| {
+        let text = ferry_release::read_local_text(path, 1024 * 1024).with_context(|| {
             format!(
                 "cannot read {} (write one, see docs/pack.md, or pass --config)",
                 path.display()

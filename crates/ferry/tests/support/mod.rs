@@ -1,0 +1,3 @@
+//! Helpers shared by the agent test suites.
+
+pub mod world;
