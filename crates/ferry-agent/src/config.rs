@@ -9,6 +9,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::Error;
+pub use crate::health::{Health, Probe};
+pub use crate::install::Install;
+pub use crate::restart::{Restart, SignalTarget};
 
 /// The agent's TOML file, exactly as written by the operator.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -224,117 +227,6 @@ pub struct Settings {
     pub self_update: Option<crate::self_update::SelfUpdateSettings>,
 }
 
-/// How a release is installed.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Install {
-    /// data.tar into `<root>/releases/<version>/`, then an atomic `current` switch.
-    Unpack {
-        /// The root directory.
-        root: PathBuf,
-        /// Releases kept.
-        keep: usize,
-    },
-    /// `dpkg -i`.
-    Dpkg {
-        /// The dpkg program.
-        program: PathBuf,
-        /// Extra arguments before the action.
-        extra_args: Vec<String>,
-        /// How long to wait for the dpkg lock.
-        lock_timeout: Duration,
-    },
-}
-
-/// How the service is told about a new release.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Restart {
-    /// `ferry run --control SOCKET`: a zero-downtime swap.
-    Supervisor {
-        /// Control socket.
-        control: PathBuf,
-        /// How long the swap may take.
-        timeout: Duration,
-    },
-    /// `systemctl reload-or-restart UNIT`.
-    Systemd {
-        /// The unit.
-        unit: String,
-        /// How long systemctl may take.
-        timeout: Duration,
-    },
-    /// A signal to the PID in a pidfile or to the unit's MainPID.
-    Signal {
-        /// Where the PID comes from.
-        target: SignalTarget,
-        /// The signal number.
-        signal: i32,
-        /// The signal's name, for logs.
-        signal_name: String,
-    },
-    /// A command.
-    Exec {
-        /// Program and arguments.
-        command: Vec<String>,
-        /// How long it may run.
-        timeout: Duration,
-    },
-    /// Nothing (the install restarts the service, e.g. a postinst).
-    None,
-}
-
-/// Where the signal method finds the PID. Never a process name.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SignalTarget {
-    /// A pidfile.
-    Pidfile(PathBuf),
-    /// `systemctl show -p MainPID UNIT`.
-    Unit(String),
-}
-
-/// The health check after a restart.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Health {
-    /// What to check.
-    pub probe: Probe,
-    /// Deadline for the check to pass.
-    pub timeout: Duration,
-    /// Time between attempts.
-    pub retry: Duration,
-    /// Passes in a row needed to call the service healthy.
-    pub successes: u32,
-}
-
-/// One health probe.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Probe {
-    /// GET an http:// URL, expect 2xx and optionally a body substring.
-    Http {
-        /// The URL.
-        url: String,
-        /// Substring expected in the body; `{version}` is replaced by the release's version.
-        expect_body: Option<String>,
-    },
-    /// A TCP connect.
-    Tcp {
-        /// `host:port`.
-        address: String,
-    },
-    /// A command's exit status.
-    Command {
-        /// Program and arguments.
-        command: Vec<String>,
-    },
-    /// The service's process is still alive after this long.
-    Running {
-        /// How long.
-        duration: Duration,
-        /// Where to read the PID when the restart method does not report it.
-        pidfile: Option<PathBuf>,
-    },
-    /// No health check: a successful restart commits.
-    None,
-}
-
 impl AgentFile {
     /// Parse the TOML text of an agent file; `origin` names it in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<AgentFile, Error> {
@@ -443,13 +335,9 @@ pub fn signal_number(name: &str) -> Option<i32> {
     Some(number)
 }
 
+/// ferry's one name rule (`ferry_release::check_name`), which publishers apply too.
 fn valid_name(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 128
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'))
-        && !text.starts_with('.')
+    ferry_release::check_name(text).is_ok()
 }
 
 impl Settings {
@@ -821,6 +709,52 @@ control = "/run/ferry/hello.sock"
 http = "http://127.0.0.1:8080/health"
 timeout = "20s"
 "#;
+
+    /// Names publish could write that no agent would follow (or the reverse) were a bug: the
+    /// two sides used to apply different rules.
+    #[test]
+    fn every_name_publish_accepts_the_agent_accepts_and_vice_versa() {
+        let mut names: Vec<String> = vec![
+            String::new(),
+            ".".into(),
+            "..".into(),
+            ".hidden".into(),
+            "x".repeat(128),
+            "x".repeat(129),
+            "hello world".into(),
+            "ü".into(),
+            "1.4.2-1+b1".into(),
+        ];
+        for code in (0u8..128).chain([0xe9, 0xff]) {
+            let c = char::from(code);
+            names.push(format!("a{c}b"));
+            names.push(format!("{c}ab"));
+            names.push(c.to_string());
+        }
+        for name in names {
+            for as_app in [true, false] {
+                let (app, channel) = if as_app {
+                    (name.as_str(), "stable")
+                } else {
+                    ("hello", name.as_str())
+                };
+                let published = ferry_store::validate_target(app, channel).is_ok();
+                let followed = resolve(
+                    ISSUE_EXAMPLE,
+                    Overrides {
+                        app: Some(app.to_owned()),
+                        channel: Some(channel.to_owned()),
+                        ..Overrides::default()
+                    },
+                )
+                .is_ok();
+                assert_eq!(
+                    published, followed,
+                    "app {app:?} channel {channel:?}: publish says {published}, the agent {followed}"
+                );
+            }
+        }
+    }
 
     fn resolve(text: &str, overrides: Overrides) -> Result<Settings, Error> {
         let origin = Path::new("/etc/ferry/agent.toml");

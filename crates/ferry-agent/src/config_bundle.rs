@@ -14,12 +14,14 @@
 use std::path::{Path, PathBuf};
 
 use ferry_config::{Bundle, apply_bundle, bundle_path, verify_bundle};
-use ferry_release::{MAX_DOCUMENT_BYTES, TrustedKeys};
-use ferry_store::{Fetched, Store};
+use ferry_release::TrustedKeys;
+use ferry_store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Health, Restart};
-use crate::{Error, fsutil, health, restart};
+use crate::health::Health;
+use crate::poll::Polled;
+use crate::restart::Restart;
+use crate::{Error, health, restart};
 
 /// Where bundles land and which channel they come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,17 +127,8 @@ impl ConfigApplier {
         trusted: TrustedKeys,
     ) -> Result<ConfigApplier, Error> {
         let journal = state_dir.join(format!("{app}.{release_channel}.config.json"));
-        let state =
-            match ferry_release::read_local_file(&journal, crate::journal::MAX_JOURNAL_BYTES) {
-                Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| Error::Journal {
-                    path: journal.clone(),
-                    message: error.to_string(),
-                })?,
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                    ConfigState::default()
-                }
-                Err(error) => return Err(Error::io("read the config journal", &journal, error)),
-            };
+        let state = crate::journal::read_json::<ConfigState>(&journal, "read the config journal")?
+            .unwrap_or_default();
         Ok(ConfigApplier {
             app: app.to_owned(),
             settings,
@@ -154,11 +147,7 @@ impl ConfigApplier {
     }
 
     fn save(&self) -> Result<(), Error> {
-        let bytes = serde_json::to_vec_pretty(&self.state).map_err(|error| Error::Journal {
-            path: self.journal.clone(),
-            message: error.to_string(),
-        })?;
-        fsutil::write_atomic(&self.journal, &bytes)
+        crate::journal::write_json(&self.journal, &self.state)
     }
 
     /// One cycle: finish what the journal says is in flight, else poll and maybe apply.
@@ -177,35 +166,31 @@ impl ConfigApplier {
         }
         let channel = self.settings.channel.clone();
         let path = bundle_path(&self.app, &channel);
-        let fetched = self
-            .store
-            .get_if_changed(&path, self.state.etag.as_deref(), MAX_DOCUMENT_BYTES as u64)
-            .await
-            .map_err(|error| Error::Store {
-                message: format!("config bundle: {error}"),
-            })?;
-        let object = match fetched {
-            Fetched::NotModified => return Ok(ConfigOutcome::UpToDate),
-            Fetched::Missing => return Ok(ConfigOutcome::NoBundle),
-            Fetched::Changed(object) => object,
-        };
         let highest_seen = (self.state.highest_serial > 0).then_some(self.state.highest_serial);
-        let bundle = match verify_bundle(
-            &object.bytes,
-            &self.trusted,
-            &self.app,
-            &channel,
-            highest_seen,
-        ) {
-            Ok((bundle, _)) => bundle,
-            Err(error) => {
-                let reason = error.to_string();
+        let (app, trusted) = (&self.app, &self.trusted);
+        let polled = crate::poll::poll(
+            &self.store,
+            &path,
+            self.state.etag.as_deref(),
+            "config bundle",
+            |bytes| {
+                verify_bundle(bytes, trusted, app, &channel, highest_seen)
+                    .map(|(bundle, _)| bundle)
+                    .map_err(|error| error.to_string())
+            },
+        )
+        .await?;
+        let (bundle, etag) = match polled {
+            Polled::NotModified => return Ok(ConfigOutcome::UpToDate),
+            Polled::Missing => return Ok(ConfigOutcome::NoBundle),
+            Polled::Refused { reason, etag } => {
                 tracing::error!(app = %self.app, channel = %channel, "REFUSED config bundle: {reason}");
-                self.state.etag = object.etag;
+                self.state.etag = etag;
                 self.state.last_error = Some(format!("refused config bundle: {reason}"));
                 self.save()?;
                 return Ok(ConfigOutcome::Refused { reason });
             }
+            Polled::Verified { document, etag, .. } => (document, etag),
         };
         let same_files = self
             .state
@@ -217,7 +202,7 @@ impl ConfigApplier {
             || self.state.bad_serials.contains(&bundle.serial)
         {
             // Seen before, or the same files under a new serial: nothing to write or restart.
-            self.state.etag = object.etag;
+            self.state.etag = etag;
             self.state.highest_serial = self.state.highest_serial.max(bundle.serial);
             if same_files {
                 self.state.current = Some(bundle);
@@ -225,7 +210,7 @@ impl ConfigApplier {
             self.save()?;
             return Ok(ConfigOutcome::UpToDate);
         }
-        self.state.etag = object.etag;
+        self.state.etag = etag;
         tracing::info!(
             app = %self.app, channel = %channel, serial = bundle.serial,
             files = %bundle.summary(), "config bundle verified"

@@ -130,7 +130,7 @@ impl Error {
     ) -> Error {
         let path = path.into();
         if cause.raw_os_error() == Some(libc::ENOSPC) {
-            let have = crate::fsutil::available_bytes(&path).unwrap_or(0);
+            let have = crate::space::available_bytes(&path).unwrap_or(0);
             return Error::NoSpace {
                 path,
                 need: 0,

@@ -9,8 +9,9 @@ use std::path::PathBuf;
 
 use ferry_release::{ChannelPointer, MAX_DOCUMENT_BYTES, TrustedKeys};
 
-use crate::config::{Install, Settings};
+use crate::config::Settings;
 use crate::fsutil::write_atomic;
+use crate::install::Install;
 
 /// Where the copies of one app and channel's floor live.
 #[derive(Debug, Clone)]

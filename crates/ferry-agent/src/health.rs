@@ -6,13 +6,57 @@
 //! service on this host over plain http://, and a full client would cost the agent memory
 //! on every idle poll for no gain.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::Error;
-use crate::config::{Health, Probe};
+
+/// The health check after a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    /// What to check.
+    pub probe: Probe,
+    /// Deadline for the check to pass.
+    pub timeout: Duration,
+    /// Time between attempts.
+    pub retry: Duration,
+    /// Passes in a row needed to call the service healthy.
+    pub successes: u32,
+}
+
+/// One health probe.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe {
+    /// GET an http:// URL, expect 2xx and optionally a body substring.
+    Http {
+        /// The URL.
+        url: String,
+        /// Substring expected in the body; `{version}` is replaced by the release's version.
+        expect_body: Option<String>,
+    },
+    /// A TCP connect.
+    Tcp {
+        /// `host:port`.
+        address: String,
+    },
+    /// A command's exit status.
+    Command {
+        /// Program and arguments.
+        command: Vec<String>,
+    },
+    /// The service's process is still alive after this long.
+    Running {
+        /// How long.
+        duration: Duration,
+        /// Where to read the PID when the restart method does not report it.
+        pidfile: Option<PathBuf>,
+    },
+    /// No health check: a successful restart commits.
+    None,
+}
 
 /// Largest response the HTTP probe reads.
 const MAX_RESPONSE: usize = 1 << 20;

@@ -9,8 +9,28 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::Error;
-use crate::config::Install;
 use crate::fsutil::sync_dir;
+
+/// How a release is installed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Install {
+    /// data.tar into `<root>/releases/<version>/`, then an atomic `current` switch.
+    Unpack {
+        /// The root directory.
+        root: PathBuf,
+        /// Releases kept.
+        keep: usize,
+    },
+    /// `dpkg -i`.
+    Dpkg {
+        /// The dpkg program.
+        program: PathBuf,
+        /// Extra arguments before the action.
+        extra_args: Vec<String>,
+        /// How long to wait for the dpkg lock.
+        lock_timeout: Duration,
+    },
+}
 
 /// Install the package at `package` as `version`: [`prepare`], then [`activate`].
 /// `recovering` is true when a previous install may have been interrupted.

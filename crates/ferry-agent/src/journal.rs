@@ -28,21 +28,8 @@ pub struct Release {
     pub path: String,
 }
 
-/// A release refused after it failed on this host; not retried until a higher serial names
-/// another artifact.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BadRelease {
-    /// Version.
-    pub version: String,
-    /// Artifact sha256.
-    pub sha256: String,
-    /// Serial it was seen with.
-    pub serial: u64,
-    /// Why it was marked bad.
-    pub reason: String,
-    /// When (RFC 3339).
-    pub at: String,
-}
+/// A release refused after it failed on this host (the wire type of the host report).
+pub use ferry_release::BadRelease;
 
 /// Where the agent is in an update.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -120,9 +107,9 @@ pub struct State {
     pub step: Step,
     /// The last error, if the last cycle failed.
     pub last_error: Option<String>,
-    /// How the last update ended: `ok`, `updating`, `rolled-back`, `refused`, `failed`.
+    /// How the last update ended.
     #[serde(default)]
-    pub outcome: Option<String>,
+    pub outcome: Option<ferry_release::HostState>,
     /// The last time a release was committed or rolled back (RFC 3339).
     pub last_change_at: Option<String>,
 }
@@ -252,17 +239,9 @@ impl Journal {
 
     /// Read the state, or a fresh one if there is no journal yet.
     pub fn load(&self, app: &str, channel: &str) -> Result<State, Error> {
-        let bytes = match ferry_release::read_local_file(&self.path, MAX_JOURNAL_BYTES) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(State::new(app, channel));
-            }
-            Err(error) => return Err(Error::io("read the journal", &self.path, error)),
+        let Some(state) = read_json::<State>(&self.path, "read the journal")? else {
+            return Ok(State::new(app, channel));
         };
-        let state: State = serde_json::from_slice(&bytes).map_err(|error| Error::Journal {
-            path: self.path.clone(),
-            message: error.to_string(),
-        })?;
         if state.schema != SCHEMA {
             return Err(Error::Journal {
                 path: self.path.clone(),
@@ -291,13 +270,37 @@ impl Journal {
 
     /// Write the state atomically and durably.
     pub fn save(&self, state: &State) -> Result<(), Error> {
-        let mut bytes = serde_json::to_vec_pretty(state).map_err(|error| Error::Journal {
-            path: self.path.clone(),
-            message: error.to_string(),
-        })?;
-        bytes.push(b'\n');
-        write_atomic(&self.path, &bytes)
+        write_json(&self.path, state)
     }
+}
+
+/// Read a JSON journal (the release, config or self-update one); `None` when there is none
+/// yet. A journal that cannot be parsed is an error, never silently reset.
+pub fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    action: &'static str,
+) -> Result<Option<T>, Error> {
+    let bytes = match ferry_release::read_local_file(path, MAX_JOURNAL_BYTES) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(Error::io(action, path, error)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|error| Error::Journal {
+            path: path.to_owned(),
+            message: error.to_string(),
+        })
+}
+
+/// Write a JSON journal atomically and durably (temp file, fsync, rename, fsync the directory).
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|error| Error::Journal {
+        path: path.to_owned(),
+        message: error.to_string(),
+    })?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
 }
 
 #[cfg(test)]

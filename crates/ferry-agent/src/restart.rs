@@ -3,12 +3,57 @@
 //! `signal` signals a PID read from a pidfile or systemd's MainPID (never a process name),
 //! `exec` runs a command, `none` does nothing. Blocking; the agent calls it off the runtime.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::Error;
-use crate::config::{Restart, SignalTarget};
+
+/// How the service is told about a new release.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Restart {
+    /// `ferry run --control SOCKET`: a zero-downtime swap.
+    Supervisor {
+        /// Control socket.
+        control: PathBuf,
+        /// How long the swap may take.
+        timeout: Duration,
+    },
+    /// `systemctl reload-or-restart UNIT`.
+    Systemd {
+        /// The unit.
+        unit: String,
+        /// How long systemctl may take.
+        timeout: Duration,
+    },
+    /// A signal to the PID in a pidfile or to the unit's MainPID.
+    Signal {
+        /// Where the PID comes from.
+        target: SignalTarget,
+        /// The signal number.
+        signal: i32,
+        /// The signal's name, for logs.
+        signal_name: String,
+    },
+    /// A command.
+    Exec {
+        /// Program and arguments.
+        command: Vec<String>,
+        /// How long it may run.
+        timeout: Duration,
+    },
+    /// Nothing (the install restarts the service, e.g. a postinst).
+    None,
+}
+
+/// Where the signal method finds the PID. Never a process name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SignalTarget {
+    /// A pidfile.
+    Pidfile(PathBuf),
+    /// `systemctl show -p MainPID UNIT`.
+    Unit(String),
+}
 
 /// Restart the service. Returns the service's new PID when the method knows it.
 pub fn restart(method: &Restart) -> Result<Option<u32>, Error> {

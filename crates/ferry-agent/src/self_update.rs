@@ -14,13 +14,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ferry_release::{ChannelPointer, MAX_DOCUMENT_BYTES, PointerCheck, TrustedKeys};
-use ferry_store::{Fetched, Store};
+use ferry_release::{ChannelPointer, PointerCheck, TrustedKeys};
+use ferry_store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Install;
+use crate::install::Install;
 use crate::journal::Release;
-use crate::{Error, fsutil, install};
+use crate::poll::Polled;
+use crate::{Error, install};
 
 /// How long the new binary's self-test may take.
 const SELF_TEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -130,18 +131,8 @@ impl SelfUpdater {
         architecture: String,
     ) -> Result<SelfUpdater, Error> {
         let state =
-            match ferry_release::read_local_file(&journal, crate::journal::MAX_JOURNAL_BYTES) {
-                Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| Error::Journal {
-                    path: journal.clone(),
-                    message: error.to_string(),
-                })?,
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                    SelfUpdateState::default()
-                }
-                Err(error) => {
-                    return Err(Error::io("read the self-update journal", &journal, error));
-                }
-            };
+            crate::journal::read_json::<SelfUpdateState>(&journal, "read the self-update journal")?
+                .unwrap_or_default();
         let mut updater = SelfUpdater {
             settings,
             store,
@@ -171,11 +162,7 @@ impl SelfUpdater {
     }
 
     fn save(&self) -> Result<(), Error> {
-        let bytes = serde_json::to_vec_pretty(&self.state).map_err(|error| Error::Journal {
-            path: self.journal.clone(),
-            message: error.to_string(),
-        })?;
-        fsutil::write_atomic(&self.journal, &bytes)
+        crate::journal::write_json(&self.journal, &self.state)
     }
 
     /// One cycle: poll ferry's channel; install and test a new release; say whether to re-exec.
@@ -192,35 +179,37 @@ impl SelfUpdater {
             });
         }
         let path = ChannelPointer::path(&self.settings.app, &self.settings.channel);
-        let fetched = self
-            .store
-            .get_if_changed(&path, self.state.etag.as_deref(), MAX_DOCUMENT_BYTES as u64)
-            .await
-            .map_err(|error| Error::Store {
-                message: format!("self-update pointer: {error}"),
-            })?;
-        let object = match fetched {
-            Fetched::NotModified | Fetched::Missing => return Ok(SelfUpdateOutcome::UpToDate),
-            Fetched::Changed(object) => object,
-        };
         let check = PointerCheck {
             app: &self.settings.app,
             channel: &self.settings.channel,
             highest_seen: (self.state.highest_serial > 0).then_some(self.state.highest_serial),
             now: ferry_release::now_utc(),
         };
-        let pointer = match ferry_release::verify_pointer(&object.bytes, &self.trusted, &check) {
-            Ok(verified) => verified.pointer,
-            Err(error) => {
-                let reason = error.to_string();
+        let trusted = &self.trusted;
+        let polled = crate::poll::poll(
+            &self.store,
+            &path,
+            self.state.etag.as_deref(),
+            "self-update pointer",
+            |bytes| {
+                ferry_release::verify_pointer(bytes, trusted, &check)
+                    .map(|verified| verified.pointer)
+                    .map_err(|error| error.to_string())
+            },
+        )
+        .await?;
+        let (pointer, etag) = match polled {
+            Polled::NotModified | Polled::Missing => return Ok(SelfUpdateOutcome::UpToDate),
+            Polled::Refused { reason, etag } => {
                 tracing::error!(app = %self.settings.app, channel = %self.settings.channel, "REFUSED self-update pointer: {reason}");
-                self.state.etag = object.etag;
+                self.state.etag = etag;
                 self.state.last_error = Some(format!("refused self-update pointer: {reason}"));
                 self.save()?;
                 return Ok(SelfUpdateOutcome::Refused { reason });
             }
+            Polled::Verified { document, etag, .. } => (document, etag),
         };
-        self.state.etag = object.etag;
+        self.state.etag = etag;
         let Some(artifact) = pointer
             .release
             .artifacts
@@ -252,7 +241,7 @@ impl SelfUpdater {
             return Ok(SelfUpdateOutcome::UpToDate);
         }
         tracing::info!(version = %target.version, serial = target.serial, "new ferry release for this agent");
-        let package = crate::agent::download(&self.store, &self.cache_dir, &target).await?;
+        let package = crate::download::download(&self.store, &self.cache_dir, &target).await?;
         self.state.step = SelfUpdateStep::Installing {
             target: target.clone(),
         };
@@ -321,7 +310,7 @@ impl SelfUpdater {
             }
             (_, Some(previous)) => {
                 let package =
-                    crate::agent::download(&self.store, &self.cache_dir, previous).await?;
+                    crate::download::download(&self.store, &self.cache_dir, previous).await?;
                 let method = self.settings.install.clone();
                 let version = previous.version.clone();
                 tokio::task::spawn_blocking(move || {

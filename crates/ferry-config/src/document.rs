@@ -103,25 +103,9 @@ impl Bundle {
     }
 }
 
-/// A file name a bundle may hold: letters, digits, `. _ - +`, not starting with `.`, at most
-/// 128 characters — one flat directory on the host, nothing hidden, no path tricks.
-pub(crate) fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 128 {
-        return Err("a name must have 1 to 128 characters".to_owned());
-    }
-    if name.starts_with('.') {
-        return Err("a name must not start with '.'".to_owned());
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+')))
-    {
-        return Err(format!(
-            "{bad:?} is not allowed in a name (letters, digits, . _ - + only; files land in one directory)"
-        ));
-    }
-    Ok(())
-}
+/// A file name a bundle may hold: the name rule every store path segment follows — one flat
+/// directory on the host, nothing hidden, no path tricks.
+pub(crate) use ferry_release::check_name;
 
 /// The pointer agents poll: `apps/<app>/config/<channel>.json`.
 pub fn bundle_path(app: &str, channel: &str) -> String {

@@ -20,9 +20,11 @@ pub mod compression;
 pub mod control;
 pub mod elf;
 pub mod error;
+mod generated;
 pub mod inspect;
 pub mod reader;
 pub mod systemd;
+mod tree;
 pub mod version;
 pub mod writer;
 

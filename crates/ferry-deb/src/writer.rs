@@ -4,17 +4,23 @@
 //! could vary between runs — entry order, timestamps, owners, compressor headers, thread
 //! counts — is fixed, so the same inputs and mtime give a byte-identical package.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use md5::{Digest, Md5};
 
+pub use crate::generated::{
+    changelog_name, generated_changelog, generated_copyright, package_file_name, year_of,
+};
+
 use crate::ar::ArWriter;
 use crate::compression::{Compression, Compressor};
 use crate::control::Control;
 use crate::error::{Error, Result};
+pub use crate::tree::validate_package_path;
+use crate::tree::{Node, NodeKind, build_tree, installed_size};
 use crate::version::{validate_package_name, validate_version};
 
 /// Where a file's bytes come from.
@@ -108,158 +114,6 @@ pub struct Summary {
     pub package_size: u64,
     /// The ar member names.
     pub members: Vec<String>,
-}
-
-/// A validated, sorted tree entry.
-#[derive(Debug)]
-struct Node {
-    /// Relative path without leading `/` or trailing `/`; empty for the root.
-    path: String,
-    mode: u32,
-    kind: NodeKind,
-}
-
-#[derive(Debug)]
-enum NodeKind {
-    File { source: Source, size: u64 },
-    Directory,
-    Symlink(String),
-}
-
-/// Check an installed path and return it relative (`usr/bin/hello`).
-pub fn validate_package_path(path: &str) -> Result<String> {
-    let fail = |reason: &str| Error::PackagePath {
-        path: path.to_string(),
-        reason: reason.to_string(),
-    };
-    let Some(relative) = path.strip_prefix('/') else {
-        return Err(fail("must be absolute (start with /)"));
-    };
-    let relative = relative.trim_end_matches('/');
-    if relative.is_empty() {
-        return Err(fail("is the root directory itself"));
-    }
-    if path.contains('\0') || path.contains('\n') {
-        return Err(fail("contains a NUL or newline character"));
-    }
-    for component in relative.split('/') {
-        match component {
-            "" => return Err(fail("contains an empty component (//)")),
-            "." => return Err(fail("contains a `.` component")),
-            ".." => return Err(fail("contains `..` and would escape the package root")),
-            _ => {}
-        }
-    }
-    Ok(relative.to_string())
-}
-
-/// Build the sorted tree: explicit parents, no duplicates, sizes known.
-fn build_tree(entries: &[Entry]) -> Result<Vec<Node>> {
-    // Sorting by components puts every directory right before its contents.
-    let mut tree: BTreeMap<Vec<String>, Node> = BTreeMap::new();
-    for entry in entries {
-        let relative = validate_package_path(&entry.path)?;
-        let key: Vec<String> = relative.split('/').map(str::to_string).collect();
-        let kind = match &entry.source {
-            EntrySource::File(source) => {
-                let size = match source {
-                    Source::Bytes(bytes) => bytes.len() as u64,
-                    Source::Path(path) => {
-                        let metadata = std::fs::metadata(path).map_err(|source| Error::File {
-                            path: path.clone(),
-                            source,
-                        })?;
-                        if !metadata.is_file() {
-                            return Err(Error::File {
-                                path: path.clone(),
-                                source: io::Error::other("not a regular file"),
-                            });
-                        }
-                        metadata.len()
-                    }
-                };
-                NodeKind::File {
-                    source: source.clone(),
-                    size,
-                }
-            }
-            EntrySource::Directory => NodeKind::Directory,
-            EntrySource::Symlink(target) => {
-                if target.is_empty() || target.contains('\0') {
-                    return Err(Error::PackagePath {
-                        path: entry.path.clone(),
-                        reason: "symlink target is empty or contains NUL".into(),
-                    });
-                }
-                NodeKind::Symlink(target.clone())
-            }
-        };
-        if let Some(existing) = tree.get(&key) {
-            // The same directory listed twice is harmless; anything else is ambiguous.
-            if !(matches!(existing.kind, NodeKind::Directory)
-                && matches!(kind, NodeKind::Directory))
-            {
-                return Err(Error::DuplicatePath {
-                    path: format!("/{relative}"),
-                });
-            }
-        }
-        tree.insert(
-            key,
-            Node {
-                path: relative,
-                mode: entry.mode & 0o7777,
-                kind,
-            },
-        );
-    }
-    // Parents: every prefix must be a directory.
-    let keys: Vec<Vec<String>> = tree.keys().cloned().collect();
-    for key in keys {
-        for depth in 1..key.len() {
-            let parent = key[..depth].to_vec();
-            match tree.get(&parent) {
-                Some(node) if !matches!(node.kind, NodeKind::Directory) => {
-                    return Err(Error::PackagePath {
-                        path: format!("/{}", key.join("/")),
-                        reason: format!("its parent /{} is not a directory", parent.join("/")),
-                    });
-                }
-                Some(_) => {}
-                None => {
-                    tree.insert(
-                        parent.clone(),
-                        Node {
-                            path: parent.join("/"),
-                            mode: 0o755,
-                            kind: NodeKind::Directory,
-                        },
-                    );
-                }
-            }
-        }
-    }
-    let mut nodes = vec![Node {
-        path: String::new(),
-        mode: 0o755,
-        kind: NodeKind::Directory,
-    }];
-    nodes.extend(tree.into_values());
-    Ok(nodes)
-}
-
-/// Installed-Size the way dpkg-gencontrol computes it: regular files and symlinks count
-/// their size rounded up to KiB, every other object (directories, the root included)
-/// counts 1 KiB.
-fn installed_size(nodes: &[Node]) -> u64 {
-    nodes
-        .iter()
-        .map(|node| match &node.kind {
-            NodeKind::File { size, .. } => size.div_ceil(1024),
-            NodeKind::Symlink(target) => (target.len() as u64).div_ceil(1024),
-            NodeKind::Directory => 1,
-        })
-        .sum()
 }
 
 /// Writes tar entries with GNU headers, owner root:root and a fixed mtime.
@@ -733,116 +587,10 @@ fn read_up_to(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// The conventional file name `<package>_<version>_<arch>.deb` (the epoch is dropped,
-/// as Debian's tools do).
-pub fn package_file_name(control: &Control) -> String {
-    let version = control.version().unwrap_or_default();
-    let version = version.split_once(':').map_or(version, |(_, rest)| rest);
-    format!(
-        "{}_{}_{}.deb",
-        control.package().unwrap_or_default(),
-        version,
-        control.architecture().unwrap_or_default()
-    )
-}
-
-/// A minimal `changelog.Debian` entry, gzipped reproducibly (level 9, no name, mtime 0).
-/// Native versions (without a `-revision`) are named `changelog.gz` by Debian policy; the
-/// caller picks the name with [`changelog_name`].
-pub fn generated_changelog(
-    package: &str,
-    version: &str,
-    maintainer: &str,
-    mtime: u64,
-) -> Result<Vec<u8>> {
-    let text = format!(
-        "{package} ({version}) unstable; urgency=medium\n\n  * Packaged with ferry.\n\n -- {maintainer}  {}\n",
-        rfc2822(mtime)
-    );
-    let mut compressor = Compressor::new(Vec::new(), Compression::Gzip, 9, 1)?;
-    compressor
-        .write_all(text.as_bytes())
-        .map_err(Error::io("compressing the changelog"))?;
-    compressor
-        .finish()
-        .map_err(Error::io("compressing the changelog"))
-}
-
-/// `changelog.Debian.gz` for versions with a Debian revision, `changelog.gz` otherwise.
-pub fn changelog_name(version: &str) -> &'static str {
-    if version.contains('-') {
-        "changelog.Debian.gz"
-    } else {
-        "changelog.gz"
-    }
-}
-
-/// A machine-readable `copyright` file naming the maintainer and license.
-pub fn generated_copyright(
-    package: &str,
-    maintainer: &str,
-    license: &str,
-    homepage: Option<&str>,
-    year: u64,
-) -> String {
-    let mut text = format!(
-        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\nUpstream-Name: {package}\n"
-    );
-    if let Some(homepage) = homepage {
-        text.push_str(&format!("Source: {homepage}\n"));
-    }
-    text.push_str(&format!(
-        "\nFiles: *\nCopyright: {year} {maintainer}\nLicense: {license}\n\nLicense: {license}\n This package is distributed under the terms of the {license} license.\n"
-    ));
-    text
-}
-
-/// The calendar year of a Unix timestamp.
-pub fn year_of(timestamp: u64) -> u64 {
-    civil_from_days((timestamp / 86_400) as i64).0 as u64
-}
-
-/// `Fri, 27 Nov 2026 09:00:00 +0000`.
-fn rfc2822(timestamp: u64) -> String {
-    let days = (timestamp / 86_400) as i64;
-    let seconds = timestamp % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    // 1970-01-01 was a Thursday.
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
-    let month_name = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ][(month - 1) as usize];
-    format!(
-        "{weekday}, {day:02} {month_name} {year} {:02}:{:02}:{:02} +0000",
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
-/// well-known algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::generated::rfc2822;
     use std::io::Cursor;
 
     fn spec(entries: Vec<Entry>) -> PackageSpec {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ferry_release::{ChannelPointer, format_time, host_percentile, rollout_seed};
+use ferry_release::{ChannelPointer, HostState, format_time, host_percentile, rollout_seed};
 use ferry_store::Store;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -149,11 +149,11 @@ pub struct FleetStatus {
 }
 
 fn health_of(report: &HostReport) -> &'static str {
-    match report.state.as_str() {
-        "updating" => "updating",
-        "failed" => "unhealthy",
+    match report.state {
+        HostState::Updating => "updating",
+        HostState::Failed => "unhealthy",
         _ if report.version.is_none() => "unknown",
-        "ok" | "rolled-back" | "refused" | "retrying" => "healthy",
+        state if state.is_serving() => "healthy",
         _ => "unknown",
     }
 }
@@ -205,7 +205,7 @@ pub fn summarize(
                 version: report.version,
                 serial: report.serial,
                 highest_serial: report.highest_serial,
-                state: report.state,
+                state: report.state.to_string(),
                 last_seen: last_seen.map(format_time),
                 last_seen_s: last_seen.map(|seen| (now - seen).whole_seconds().max(0) as u64),
                 last_error: report.last_error,
@@ -345,7 +345,7 @@ pub async fn collect(
             }
             Err(error) => return Err(error.into()),
         };
-        match HostReport::parse(&object.bytes, &store.location(&path)) {
+        match crate::report::parse_report(&object.bytes, &store.location(&path)) {
             Some(report) if report.channel == channel && report.app == app => reports.push(report),
             _ => ignored += 1,
         }
@@ -413,10 +413,12 @@ mod tests {
                     version: (*version).into(),
                     serial: 7,
                     reason: "health".into(),
+                    ..Default::default()
                 })
                 .collect(),
             updated_at: Some(format_time(at(seen))),
             last_change_at: None,
+            ..Default::default()
         }
     }
 

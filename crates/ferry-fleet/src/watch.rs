@@ -182,12 +182,14 @@ mod tests {
                         version: current.into(),
                         serial: 5,
                         reason: "health".into(),
+                        ..Default::default()
                     }]
                 } else {
                     vec![]
                 },
                 updated_at: Some(ferry_release::format_time(ferry_release::now_utc())),
                 last_change_at: None,
+                ..Default::default()
             })
             .collect();
         summarize(

@@ -165,4 +165,14 @@ pub enum Error {
         /// The highest serial allowed.
         max: u64,
     },
+    /// A name (app, channel, host id, file) breaks the name rule.
+    #[error("{kind} {name:?} cannot be used: {message}")]
+    InvalidName {
+        /// What the name is for.
+        kind: &'static str,
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }

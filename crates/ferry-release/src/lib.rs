@@ -11,6 +11,8 @@ mod envelope;
 mod error;
 mod keys;
 mod local;
+mod name;
+mod report;
 mod rollout;
 mod serial;
 
@@ -24,6 +26,8 @@ pub use envelope::{
 pub use error::Error;
 pub use keys::{GeneratedKeyPair, KeyId, SigningKey, TrustedKeys, generate_key_pair};
 pub use local::{read_local_file, read_local_text};
+pub use name::{MAX_NAME_CHARS, check_name, validate_name};
+pub use report::{BadRelease, HOST_REPORT_SCHEMA, HostReport, HostState, parse_time};
 pub use rollout::{MAX_DELAY_S, format_delay, host_percentile, rollout_seed};
 pub use serial::{MAX_SERIAL, next_serial, serial_is_possible};
 

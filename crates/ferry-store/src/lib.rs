@@ -4,6 +4,7 @@
 
 mod channel;
 mod error;
+mod open;
 pub mod pointer;
 mod progress;
 mod publish;
@@ -19,7 +20,7 @@ pub use pointer::{PointerDocument, PointerTarget, Signer};
 pub use progress::{NoProgress, Progress};
 pub use publish::{
     ArtifactInput, PauseOutcome, PlannedArtifact, PublishOptions, PublishOutcome, PublishPlan,
-    plan_publish, repoint_channel, rollback_channel, set_paused,
+    plan_publish, repoint_channel, rollback_channel, set_paused, validate_target,
 };
 pub use store::{
     ConditionalPut, CreateOutcome, Fetched, MULTIPART_THRESHOLD, Object, ObjectInfo, Store,

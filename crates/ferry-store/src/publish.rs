@@ -147,6 +147,19 @@ fn describe(artifacts: &BTreeMap<String, ArtifactRef>) -> String {
         .join(", ")
 }
 
+/// Check an app and channel with ferry's one name rule (the one agents apply to their config),
+/// so nothing is published where no agent could follow it.
+pub fn validate_target(app: &str, channel: &str) -> Result<(), Error> {
+    for (label, value) in [("app", app), ("channel", channel)] {
+        ferry_release::check_name(value).map_err(|message| {
+            Error::InvalidRequest(format!(
+                "{label} {value:?} cannot be used in a store path: {message}"
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 /// Work out what publishing `inputs` would do. Reads the store, writes nothing.
 pub async fn plan_publish(
     store: &Store,
@@ -185,20 +198,18 @@ pub async fn plan_publish(
             )));
         }
     }
-    for (label, value) in [
-        ("app", &options.app),
-        ("channel", &options.channel),
-        ("version", &first.version),
-    ] {
-        if value.is_empty()
-            || value.contains(['/', '\\'])
-            || value.starts_with('.')
-            || value.chars().any(char::is_whitespace)
-        {
-            return Err(Error::InvalidRequest(format!(
-                "{label} {value:?} cannot be used in a store path (no slashes, spaces or leading dot)"
-            )));
-        }
+    validate_target(&options.app, &options.channel)?;
+    // A Debian version may hold `:` and `~`, which the name rule refuses; it only has to be
+    // one path segment.
+    let version = &first.version;
+    if version.is_empty()
+        || version.contains(['/', '\\'])
+        || version.starts_with('.')
+        || version.chars().any(char::is_whitespace)
+    {
+        return Err(Error::InvalidRequest(format!(
+            "version {version:?} cannot be used in a store path (no slashes, spaces or leading dot)"
+        )));
     }
 
     if let Some(expires_at) = options.expires_at {

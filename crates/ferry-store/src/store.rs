@@ -12,13 +12,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::prefix::PrefixStore;
 use object_store::{
-    BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode,
-    PutOptions, PutPayload, RetryConfig, UpdateVersion, WriteMultipart,
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    UpdateVersion, WriteMultipart,
 };
 use tokio::io::AsyncReadExt;
 
@@ -70,7 +67,7 @@ impl Default for StoreOptions {
 }
 
 #[derive(Debug)]
-enum Backend {
+pub(crate) enum Backend {
     /// `planned`: the directory does not exist yet and reads see an empty in-memory store.
     Local {
         root: PathBuf,
@@ -140,143 +137,12 @@ pub enum ConditionalPut {
 /// A ferry store: the layout of DESIGN.md on one backend.
 #[derive(Debug, Clone)]
 pub struct Store {
-    inner: Arc<dyn ObjectStore>,
-    url: String,
-    backend: Arc<Backend>,
+    pub(crate) inner: Arc<dyn ObjectStore>,
+    pub(crate) url: String,
+    pub(crate) backend: Arc<Backend>,
 }
 
 impl Store {
-    /// Open a store from its URL.
-    pub fn open(url: &str, options: &StoreOptions) -> Result<Store, Error> {
-        let invalid = |message: &str| Error::InvalidUrl {
-            url: url.to_owned(),
-            message: message.to_owned(),
-        };
-        let url_clean = url.trim_end_matches('/').to_owned();
-        if let Some(path) = url.strip_prefix("file://") {
-            if !path.starts_with('/') {
-                return Err(invalid(
-                    "a file:// URL needs an absolute path, like file:///srv/ferry",
-                ));
-            }
-            let root = PathBuf::from(path);
-            if options.create_local_root {
-                std::fs::create_dir_all(&root).map_err(|source| Error::Io {
-                    operation: "create store directory",
-                    path: root.clone(),
-                    source,
-                })?;
-            } else if !root.exists() && options.missing_local_root_is_empty {
-                return Ok(Store {
-                    inner: Arc::new(object_store::memory::InMemory::new()),
-                    url: url_clean,
-                    backend: Arc::new(Backend::Local {
-                        root,
-                        planned: true,
-                    }),
-                });
-            } else if !root.is_dir() {
-                return Err(Error::NotFound {
-                    what: "store directory".into(),
-                    location: root.display().to_string(),
-                    hint: ": check the --store URL (nothing has been published there yet?)".into(),
-                });
-            }
-            let local = LocalFileSystem::new_with_prefix(&root).map_err(|source| Error::Open {
-                url: url_clean.clone(),
-                source: Box::new(source),
-            })?;
-            return Ok(Store {
-                inner: Arc::new(local),
-                url: url_clean,
-                backend: Arc::new(Backend::Local {
-                    root,
-                    planned: false,
-                }),
-            });
-        }
-        let Some(rest) = url.strip_prefix("s3://") else {
-            return Err(invalid("expected file:///path or s3://bucket/prefix"));
-        };
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(invalid("no bucket name after s3://"));
-        }
-        let prefix = prefix.trim_matches('/');
-        let endpoint = options
-            .s3_endpoint
-            .clone()
-            .filter(|endpoint| !endpoint.is_empty())
-            .or_else(|| {
-                std::env::var("AWS_ENDPOINT_URL_S3")
-                    .ok()
-                    .filter(|value| !value.is_empty())
-            })
-            .or_else(|| {
-                std::env::var("AWS_ENDPOINT_URL")
-                    .ok()
-                    .filter(|value| !value.is_empty())
-            });
-        let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
-        let metadata_disabled = std::env::var("AWS_EC2_METADATA_DISABLED")
-            .is_ok_and(|value| value.eq_ignore_ascii_case("true"));
-        let has_other_credentials = set("AWS_ACCESS_KEY_ID")
-            || set("AWS_WEB_IDENTITY_TOKEN_FILE")
-            || set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
-            || set("AWS_CONTAINER_CREDENTIALS_FULL_URI");
-        if metadata_disabled && !has_other_credentials {
-            // object_store would ask the instance metadata service anyway; honour the standard
-            // AWS switch instead and say what is missing.
-            return Err(Error::NoCredentials { url: url_clean });
-        }
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-        let allow_http = match &endpoint {
-            Some(endpoint) if endpoint.starts_with("http://") => true,
-            Some(endpoint) if endpoint.starts_with("https://") => false,
-            Some(_) => {
-                return Err(invalid(
-                    "the S3 endpoint must start with http:// or https://",
-                ));
-            }
-            None => false,
-        };
-        if let Some(endpoint) = &endpoint {
-            builder = builder.with_endpoint(endpoint.trim_end_matches('/'));
-        }
-        let client = ClientOptions::new()
-            .with_allow_http(allow_http)
-            .with_connect_timeout(options.connect_timeout)
-            .with_timeout(options.request_timeout);
-        let retry = RetryConfig {
-            backoff: BackoffConfig {
-                init_backoff: Duration::from_millis(100),
-                max_backoff: Duration::from_secs(2),
-                base: 2.0,
-            },
-            max_retries: options.max_retries,
-            retry_timeout: options.retry_timeout,
-        };
-        let s3 = builder
-            .with_allow_http(allow_http)
-            .with_client_options(client)
-            .with_retry(retry)
-            .build()
-            .map_err(|source| Error::Open {
-                url: url_clean.clone(),
-                source: Box::new(source),
-            })?;
-        let inner: Arc<dyn ObjectStore> = if prefix.is_empty() {
-            Arc::new(s3)
-        } else {
-            Arc::new(PrefixStore::new(s3, prefix))
-        };
-        Ok(Store {
-            inner,
-            url: url_clean,
-            backend: Arc::new(Backend::S3),
-        })
-    }
-
     /// The store URL (without a trailing slash).
     pub fn url(&self) -> &str {
         &self.url

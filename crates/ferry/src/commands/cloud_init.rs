@@ -15,8 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use ferry_release::{ChannelPointer, MAX_DOCUMENT_BYTES, PointerCheck, TrustedKeys};
 
-use super::store_args::{StoreArgs, runtime};
-use crate::env;
+use super::store_args::{ChannelArgs, runtime};
 
 /// Where the generated files go on the server.
 const AGENT_CONFIG_PATH: &str = "/etc/ferry/agent.toml";
@@ -31,13 +30,7 @@ const AGENT_UNIT: &str = "ferry-agent.service";
 )]
 pub struct Args {
     #[command(flatten)]
-    pub store: StoreArgs,
-    /// The app the new server's agent follows.
-    #[arg(long, env = env::FERRY_APP)]
-    pub app: String,
-    /// The channel the agent follows.
-    #[arg(long, env = env::FERRY_CHANNEL, default_value = "stable")]
-    pub channel: String,
+    pub target: ChannelArgs,
     /// Trusted public key files, written to the server (repeat for key rotation).
     #[arg(long, value_delimiter = ',', value_name = "PUBKEY", required = true)]
     pub trust: Vec<PathBuf>,
@@ -143,12 +136,12 @@ fn agent_config(args: &Args, keys: &[KeyFile]) -> anyhow::Result<String> {
     let quote = |text: &str| toml::Value::String(text.to_owned()).to_string();
     let mut text =
         String::from("# Written by `ferry cloud-init`; docs/agent.md lists every key.\n");
-    let _ = writeln!(text, "store = {}", quote(&args.store.store));
-    if let Some(endpoint) = &args.store.s3_endpoint {
+    let _ = writeln!(text, "store = {}", quote(&args.target.store.store));
+    if let Some(endpoint) = &args.target.store.s3_endpoint {
         let _ = writeln!(text, "s3-endpoint = {}", quote(endpoint));
     }
-    let _ = writeln!(text, "app = {}", quote(&args.app));
-    let _ = writeln!(text, "channel = {}", quote(&args.channel));
+    let _ = writeln!(text, "app = {}", quote(&args.target.app));
+    let _ = writeln!(text, "channel = {}", quote(&args.target.channel));
     let trust: Vec<String> = keys
         .iter()
         .map(|key| quote(&trusted_key_path(key)))
@@ -246,7 +239,7 @@ fn url_fetch(url: &str, sha256: Option<&str>) -> anyhow::Result<Fetch> {
 /// Read and verify the `--agent-app` channel; one fetch per architecture it offers.
 fn store_fetch(args: &Args) -> anyhow::Result<AgentSource> {
     let trusted = TrustedKeys::from_files(&args.trust).context("cannot load the trusted keys")?;
-    let store = args.store.open(false)?;
+    let store = args.target.store.open(false)?;
     let path = ChannelPointer::path(&args.agent_app, &args.agent_channel);
     let object = runtime()?
         .block_on(store.get(&path, MAX_DOCUMENT_BYTES as u64))
@@ -279,7 +272,7 @@ fn store_fetch(args: &Args) -> anyhow::Result<AgentSource> {
         artifacts.insert(
             architecture.clone(),
             Fetch {
-                location: join_store_url(&args.store.store, &artifact.path),
+                location: join_store_url(&args.target.store.store, &artifact.path),
                 sha256: Some(artifact.sha256.clone()),
             },
         );
@@ -367,7 +360,7 @@ fn fetch_command(fetch: &Fetch, s3_endpoint: Option<&str>) -> String {
 /// The script that installs the agent package. With FERRY_BOOTSTRAP_ROOT=DIR it installs into
 /// DIR (dpkg --root, systemctl --root) and starts nothing: for image builds and tests.
 fn bootstrap_script(args: &Args, source: &AgentSource) -> String {
-    let s3_endpoint = args.store.s3_endpoint.as_deref();
+    let s3_endpoint = args.target.store.s3_endpoint.as_deref();
     let mut script = String::from(
         "#!/bin/sh\n\
          # Installs the ferry agent package and enables its unit; written by `ferry cloud-init`.\n\
@@ -475,9 +468,9 @@ fn render(args: &Args, keys: &[KeyFile], agent_config: &str, source: &AgentSourc
         "# ferry {}: the agent for {}/{} from {}.\n\
          # No credentials inside: the server reads the store with its instance profile.",
         env!("CARGO_PKG_VERSION"),
-        args.app,
-        args.channel,
-        args.store.store
+        args.target.app,
+        args.target.channel,
+        args.target.store.store
     );
     let needs_awscli = match source {
         AgentSource::Url(fetch) => fetch.location.starts_with("s3://"),

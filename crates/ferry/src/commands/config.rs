@@ -9,7 +9,7 @@ use anyhow::Context;
 use ferry_release::TrustedKeys;
 use serde_json::json;
 
-use super::store_args::{KeyArgs, StoreArgs, runtime};
+use super::store_args::{ChannelArgs as Target, KeyArgs, runtime};
 use crate::env;
 
 #[derive(Debug, clap::Args)]
@@ -29,18 +29,6 @@ enum ConfigCommand {
     History(HistoryArgs),
     /// Push an earlier bundle again, as a new serial.
     Rollback(RollbackArgs),
-}
-
-#[derive(Debug, clap::Args)]
-struct Target {
-    #[command(flatten)]
-    store: StoreArgs,
-    /// The app.
-    #[arg(long, env = env::FERRY_APP)]
-    app: String,
-    /// The channel.
-    #[arg(long, env = env::FERRY_CHANNEL, default_value = "stable")]
-    channel: String,
 }
 
 #[derive(Debug, clap::Args)]

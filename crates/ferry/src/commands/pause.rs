@@ -8,19 +8,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use ferry_store::PauseOutcome;
 
-use super::store_args::{KeyArgs, StoreArgs, runtime};
-use crate::env;
+use super::store_args::{ChannelArgs, KeyArgs, runtime};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    pub store: StoreArgs,
-    /// The app.
-    #[arg(long, env = env::FERRY_APP)]
-    pub app: String,
-    /// The channel.
-    #[arg(long, env = env::FERRY_CHANNEL, default_value = "stable")]
-    pub channel: String,
+    pub target: ChannelArgs,
     #[command(flatten)]
     pub key: KeyArgs,
     /// Write even on a store that ignores conditional writes.
@@ -50,13 +43,13 @@ fn change(args: &Args, paused: bool, restart_waves: bool) -> anyhow::Result<Exit
     let verb = if paused { "pause" } else { "resume" };
     let key = args.key.load()?;
     let signer = args.key.signer(&key)?;
-    let store = args.store.open(false)?;
+    let store = args.target.store.open(false)?;
     let outcome = runtime()?
         .block_on(ferry_store::set_paused(
             &store,
             &signer,
-            &args.app,
-            &args.channel,
+            &args.target.app,
+            &args.target.channel,
             paused,
             restart_waves,
             args.single_publisher,
@@ -64,8 +57,8 @@ fn change(args: &Args, paused: bool, restart_waves: bool) -> anyhow::Result<Exit
         .with_context(|| {
             format!(
                 "cannot {verb} {}/{} in {}",
-                args.app,
-                args.channel,
+                args.target.app,
+                args.target.channel,
                 store.url()
             )
         })?;
@@ -73,8 +66,8 @@ fn change(args: &Args, paused: bool, restart_waves: bool) -> anyhow::Result<Exit
         PauseOutcome::Changed(advanced) => println!(
             "{} {}/{} at {} (serial {}, waves {} from {})",
             if paused { "paused" } else { "resumed" },
-            args.app,
-            args.channel,
+            args.target.app,
+            args.target.channel,
             advanced.pointer.release.version,
             advanced.serial,
             advanced.pointer.rollout.to_spec(),
@@ -82,8 +75,8 @@ fn change(args: &Args, paused: bool, restart_waves: bool) -> anyhow::Result<Exit
         ),
         PauseOutcome::Unchanged(pointer) => println!(
             "{}/{} is already {} (serial {}, {}); nothing written",
-            args.app,
-            args.channel,
+            args.target.app,
+            args.target.channel,
             if paused { "paused" } else { "running" },
             pointer.serial,
             pointer.release.version

@@ -157,7 +157,11 @@ fn print_plan(plan: &PublishPlan, store: &str) {
             plan.options.channel, plan.version
         );
     } else {
-        let next = plan.current_serial.map_or(1, |serial| serial + 1);
+        let next = match plan.current_serial {
+            None => "1".to_owned(),
+            Some(serial) => ferry_release::next_serial(serial)
+                .map_or_else(|| "none left".to_owned(), |next| next.to_string()),
+        };
         println!(
             "  channel {}: serial {} → {next} (or the next free one)",
             plan.options.channel,

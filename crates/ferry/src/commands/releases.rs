@@ -6,19 +6,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::json;
 
-use super::store_args::{StoreArgs, runtime};
-use crate::env;
+use super::store_args::{ChannelArgs, runtime};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    pub store: StoreArgs,
-    /// The app.
-    #[arg(long, env = env::FERRY_APP)]
-    pub app: String,
-    /// The channel.
-    #[arg(long, env = env::FERRY_CHANNEL, default_value = "stable")]
-    pub channel: String,
+    pub target: ChannelArgs,
     /// Show only the newest N states.
     #[arg(long, value_name = "N")]
     pub last: Option<usize>,
@@ -28,19 +21,22 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let store = args.store.open(false)?;
+    let store = args.target.store.open(false)?;
     let runtime = runtime()?;
     let (entries, current) = runtime
         .block_on(async {
-            let entries = ferry_store::history(&store, &args.app, &args.channel, args.last).await?;
-            let current = ferry_store::read_pointer(&store, &args.app, &args.channel).await?;
+            let entries =
+                ferry_store::history(&store, &args.target.app, &args.target.channel, args.last)
+                    .await?;
+            let current =
+                ferry_store::read_pointer(&store, &args.target.app, &args.target.channel).await?;
             Ok::<_, ferry_store::Error>((entries, current))
         })
         .with_context(|| {
             format!(
                 "cannot read the history of {}/{} in {}",
-                args.app,
-                args.channel,
+                args.target.app,
+                args.target.channel,
                 store.url()
             )
         })?;
@@ -67,8 +63,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if entries.is_empty() {
         println!(
             "channel {}/{} has no history in {}",
-            args.app,
-            args.channel,
+            args.target.app,
+            args.target.channel,
             store.url()
         );
         return Ok(ExitCode::SUCCESS);

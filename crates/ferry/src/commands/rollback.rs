@@ -4,20 +4,13 @@
 
 use std::process::ExitCode;
 
-use super::store_args::{KeyArgs, StoreArgs, runtime};
-use crate::env;
+use super::store_args::{ChannelArgs, KeyArgs, runtime};
 use anyhow::Context;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    pub store: StoreArgs,
-    /// The app.
-    #[arg(long, env = env::FERRY_APP)]
-    pub app: String,
-    /// The channel.
-    #[arg(long, env = env::FERRY_CHANNEL, default_value = "stable")]
-    pub channel: String,
+    pub target: ChannelArgs,
     #[command(flatten)]
     pub key: KeyArgs,
     /// The version to go back to (default: the one before the current).
@@ -31,28 +24,28 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let key = args.key.load()?;
     let signer = args.key.signer(&key)?;
-    let store = args.store.open(false)?;
+    let store = args.target.store.open(false)?;
     let runtime = runtime()?;
     let (from, advanced) = runtime
         .block_on(ferry_store::rollback_channel(
             &store,
             &signer,
-            &args.app,
-            &args.channel,
+            &args.target.app,
+            &args.target.channel,
             args.to.as_deref(),
             args.single_publisher,
         ))
         .with_context(|| {
             format!(
                 "cannot roll back {}/{} in {}",
-                args.app,
-                args.channel,
+                args.target.app,
+                args.target.channel,
                 store.url()
             )
         })?;
     println!(
         "rolled back {}/{} from {from} to {} (serial {})",
-        args.app, args.channel, advanced.pointer.release.version, advanced.serial
+        args.target.app, args.target.channel, advanced.pointer.release.version, advanced.serial
     );
     Ok(ExitCode::SUCCESS)
 }

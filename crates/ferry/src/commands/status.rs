@@ -10,19 +10,12 @@ use std::time::Duration;
 use anyhow::Context;
 use ferry_fleet::FleetStatus;
 
-use super::store_args::{StoreArgs, runtime};
-use crate::env;
+use super::store_args::{ChannelArgs, runtime};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    pub store: StoreArgs,
-    /// The app.
-    #[arg(long, env = env::FERRY_APP)]
-    pub app: String,
-    /// The channel.
-    #[arg(long, env = env::FERRY_CHANNEL, default_value = "stable")]
-    pub channel: String,
+    pub target: ChannelArgs,
     /// Flag a host stale when its wave opened this long ago and it has neither moved nor
     /// reported since (a few agent intervals plus the health-check timeout).
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", default_value = "5m")]
@@ -34,19 +27,19 @@ pub struct Args {
 
 /// Read the fleet's status from the store.
 pub fn fetch(args: &Args) -> anyhow::Result<FleetStatus> {
-    let store = args.store.open(false)?;
+    let store = args.target.store.open(false)?;
     runtime()?
         .block_on(ferry_fleet::collect(
             &store,
-            &args.app,
-            &args.channel,
+            &args.target.app,
+            &args.target.channel,
             args.stale_after,
         ))
         .with_context(|| {
             format!(
                 "cannot read the status of {}/{} from {}",
-                args.app,
-                args.channel,
+                args.target.app,
+                args.target.channel,
                 store.url()
             )
         })

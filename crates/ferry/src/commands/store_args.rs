@@ -61,6 +61,24 @@ impl StoreArgs {
     }
 }
 
+/// One channel of one app in a store: the flags every channel command shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChannelArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The app.
+    #[arg(long, env = env::FERRY_APP, value_parser = parse_name)]
+    pub app: String,
+    /// The channel.
+    #[arg(long, env = env::FERRY_CHANNEL, default_value = "stable", value_parser = parse_name)]
+    pub channel: String,
+}
+
+/// clap's check of an app or channel name: ferry's one name rule.
+pub fn parse_name(text: &str) -> Result<String, String> {
+    ferry_release::check_name(text).map(|()| text.to_owned())
+}
+
 /// The secret key that signs, and what the signer trusts of the state it builds on.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KeyArgs {

@@ -16,7 +16,7 @@ use anyhow::Context;
 use ferry_release::TrustedKeys;
 use serde_json::json;
 
-use super::store_args::{StoreArgs, runtime};
+use super::store_args::{ChannelArgs, runtime};
 use crate::env;
 
 /// Exit code of a rejected channel.
@@ -28,13 +28,7 @@ const REJECTED: u8 = 2;
 )]
 pub struct Args {
     #[command(flatten)]
-    pub store: StoreArgs,
-    /// The app.
-    #[arg(long, env = env::FERRY_APP)]
-    pub app: String,
-    /// The channel.
-    #[arg(long, env = env::FERRY_CHANNEL, default_value = "stable")]
-    pub channel: String,
+    pub target: ChannelArgs,
     /// Trusted public key files (repeat, or separate with commas, for key rotation); default:
     /// FERRY_TRUST (separated by `,` or `:`).
     #[arg(long, value_delimiter = ',', value_name = "PUBKEY")]
@@ -109,18 +103,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut state = read_state(&state_path)?;
     let state_key = format!(
         "{}#{}/{}",
-        args.store.store.trim_end_matches('/'),
-        args.app,
-        args.channel
+        args.target.store.store.trim_end_matches('/'),
+        args.target.app,
+        args.target.channel
     );
     let highest_seen = state.get(&state_key).copied();
-    let store = args.store.open(false)?;
+    let store = args.target.store.open(false)?;
     let runtime = runtime()?;
     let result = runtime.block_on(ferry_store::verify_channel(
         &store,
         &trusted,
-        &args.app,
-        &args.channel,
+        &args.target.app,
+        &args.target.channel,
         highest_seen,
         ferry_release::now_utc(),
     ));
@@ -135,8 +129,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             eprintln!(
                 "REJECTED {}/{} in {}: {error}",
-                args.app,
-                args.channel,
+                args.target.app,
+                args.target.channel,
                 store.url()
             );
             return Ok(ExitCode::from(REJECTED));
@@ -145,8 +139,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Err(anyhow::Error::new(error)).with_context(|| {
                 format!(
                     "cannot verify {}/{} in {}",
-                    args.app,
-                    args.channel,
+                    args.target.app,
+                    args.target.channel,
                     store.url()
                 )
             });
@@ -163,8 +157,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "{}",
             serde_json::to_string_pretty(&json!({
                 "verified": true,
-                "app": args.app,
-                "channel": args.channel,
+                "app": args.target.app,
+                "channel": args.target.channel,
                 "serial": serial,
                 "version": report.pointer.release.version,
                 "pointer_key": report.pointer_key.to_string(),
@@ -175,7 +169,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         println!(
             "verified {}/{} serial {}: version {} signed by {}",
-            args.app, args.channel, serial, report.pointer.release.version, report.pointer_key
+            args.target.app,
+            args.target.channel,
+            serial,
+            report.pointer.release.version,
+            report.pointer_key
         );
         for (architecture, artifact) in &report.artifacts {
             println!(

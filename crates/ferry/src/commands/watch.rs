@@ -9,8 +9,7 @@ use anyhow::Context;
 use ferry_fleet::{Threshold, Verdict};
 use ferry_store::PauseOutcome;
 
-use super::store_args::{KeyArgs, StoreArgs, runtime};
-use crate::env;
+use super::store_args::{ChannelArgs, KeyArgs, runtime};
 
 /// Every host is on the release (or failed it within the threshold).
 const EXIT_ROLLED_OUT: u8 = 0;
@@ -34,13 +33,7 @@ const EXIT_SUPERSEDED: u8 = 5;
     5  superseded: the channel was pointed at another release while watching")]
 pub struct Args {
     #[command(flatten)]
-    pub store: StoreArgs,
-    /// The app.
-    #[arg(long, env = env::FERRY_APP)]
-    pub app: String,
-    /// The channel.
-    #[arg(long, env = env::FERRY_CHANNEL, default_value = "stable")]
-    pub channel: String,
+    pub target: ChannelArgs,
     #[command(flatten)]
     pub key: KeyArgs,
     /// Halt when more hosts than this failed the release: a share of the reporting hosts
@@ -68,38 +61,38 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let threshold = Threshold::parse(&args.max_failures)?;
     let key = args.key.load()?;
     let signer = args.key.signer(&key)?;
-    let store = args.store.open(false)?;
+    let store = args.target.store.open(false)?;
     let runtime = runtime()?;
     // Never judged stale here: the judge counts failures and completions only.
     let stale_after = Duration::from_secs(3600);
     let read = |store: &ferry_store::Store| {
         runtime.block_on(ferry_fleet::collect(
             store,
-            &args.app,
-            &args.channel,
+            &args.target.app,
+            &args.target.channel,
             stale_after,
         ))
     };
     let first = read(&store).with_context(|| {
         format!(
             "cannot read {}/{} from {}",
-            args.app,
-            args.channel,
+            args.target.app,
+            args.target.channel,
             store.url()
         )
     })?;
     let Some(pointer) = &first.pointer else {
         anyhow::bail!(
             "channel {}/{} has never been published; nothing to watch",
-            args.app,
-            args.channel
+            args.target.app,
+            args.target.channel
         );
     };
     let version = args.release.clone().unwrap_or(pointer.version.clone());
     eprintln!(
         "watching {}/{} roll out {version} (serial {}, waves {}); halting by {} above {threshold} failed hosts",
-        args.app,
-        args.channel,
+        args.target.app,
+        args.target.channel,
         pointer.serial,
         pointer.waves,
         if args.rollback { "rollback" } else { "pause" },
@@ -137,7 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Verdict::Done { updated, failed } => {
                 println!(
                     "rolled out {version} on {}/{}: {updated} hosts updated, {failed} failed (within {threshold})",
-                    args.app, args.channel
+                    args.target.app, args.target.channel
                 );
                 return Ok(ExitCode::from(EXIT_ROLLED_OUT));
             }
@@ -147,8 +140,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             } => {
                 println!(
                     "{}/{} no longer names {version}: it names {} (serial {}); stopped watching",
-                    args.app,
-                    args.channel,
+                    args.target.app,
+                    args.target.channel,
                     now.as_deref().unwrap_or("nothing"),
                     serial.map_or("-".into(), |serial| serial.to_string())
                 );
@@ -178,8 +171,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!(
                 "timed out after {} watching {version} on {}/{}: {last_line}",
                 humantime::format_duration(args.timeout),
-                args.app,
-                args.channel
+                args.target.app,
+                args.target.channel
             );
             return Ok(ExitCode::from(EXIT_TIMED_OUT));
         }
@@ -217,15 +210,15 @@ fn halt(
             .block_on(ferry_store::rollback_channel(
                 store,
                 key,
-                &args.app,
-                &args.channel,
+                &args.target.app,
+                &args.target.channel,
                 None,
                 args.single_publisher,
             ))
             .with_context(|| format!("{why}; and the rollback FAILED"))?;
         println!(
             "HALTED: {why}\nrolled back {}/{} from {from} to {} (serial {})",
-            args.app, args.channel, advanced.pointer.release.version, advanced.serial
+            args.target.app, args.target.channel, advanced.pointer.release.version, advanced.serial
         );
         Ok(ExitCode::from(EXIT_ROLLED_BACK))
     } else {
@@ -233,8 +226,8 @@ fn halt(
             .block_on(ferry_store::set_paused(
                 store,
                 key,
-                &args.app,
-                &args.channel,
+                &args.target.app,
+                &args.target.channel,
                 true,
                 false,
                 args.single_publisher,
@@ -246,7 +239,7 @@ fn halt(
         };
         println!(
             "HALTED: {why}\npaused {}/{} at serial {serial}; hosts that have {version} keep it, no other host installs it. `ferry rollback` to go back, `ferry resume` to go on",
-            args.app, args.channel
+            args.target.app, args.target.channel
         );
         Ok(ExitCode::from(EXIT_PAUSED))
     }

@@ -1,0 +1,104 @@
+//! The verified poll, written once for the three channels an agent follows (its release
+//! channel, its config bundles, ferry's own channel): a conditional GET of one pointer object,
+//! then the caller's verification of the bytes. A store that fails is "try again later"
+//! ([`Error::Store`]); an object that is there but cannot be accepted (too large, forged,
+//! replayed) is a refusal with the ETag to remember, so it is not fetched again until it
+//! changes.
+
+use bytes::Bytes;
+use ferry_release::MAX_DOCUMENT_BYTES;
+use ferry_store::{Fetched, Store};
+
+use crate::Error;
+
+/// What one poll found.
+#[derive(Debug)]
+pub enum Polled<T> {
+    /// The object still has the ETag the caller knew.
+    NotModified,
+    /// There is no such object.
+    Missing,
+    /// A new object that verified.
+    Verified {
+        /// What verification made of it.
+        document: T,
+        /// Its ETag.
+        etag: Option<String>,
+        /// Its bytes (the signed envelope).
+        bytes: Bytes,
+    },
+    /// A new object that was refused.
+    Refused {
+        /// Why.
+        reason: String,
+        /// Its ETag, when it was read at all.
+        etag: Option<String>,
+    },
+}
+
+/// Fetch `path` unless it still has `known_etag`, and verify it with `verify`.
+pub async fn poll<T>(
+    store: &Store,
+    path: &str,
+    known_etag: Option<&str>,
+    what: &str,
+    verify: impl FnOnce(&[u8]) -> Result<T, String>,
+) -> Result<Polled<T>, Error> {
+    let fetched = match store
+        .get_if_changed(path, known_etag, MAX_DOCUMENT_BYTES as u64)
+        .await
+    {
+        Ok(fetched) => fetched,
+        Err(error) => {
+            return match store_error(error, what) {
+                Error::Refused { reason, .. } => Ok(Polled::Refused { reason, etag: None }),
+                other => Err(other),
+            };
+        }
+    };
+    Ok(match fetched {
+        Fetched::NotModified => Polled::NotModified,
+        Fetched::Missing => Polled::Missing,
+        Fetched::Changed(object) => match verify(&object.bytes) {
+            Ok(document) => Polled::Verified {
+                document,
+                etag: object.etag,
+                bytes: object.bytes,
+            },
+            Err(reason) => Polled::Refused {
+                reason,
+                etag: object.etag,
+            },
+        },
+    })
+}
+
+/// A store error as the agent sees it, classified by the store itself: worth a retry
+/// ([`Error::Store`]), or an answer that refuses what was read ([`Error::Refused`]).
+pub fn store_error(error: ferry_store::Error, what: &str) -> Error {
+    if error.is_transient() {
+        Error::Store {
+            message: format!("{what}: {}", ErrorChain(&error)),
+        }
+    } else {
+        Error::Refused {
+            what: what.to_string(),
+            reason: error.to_string(),
+        }
+    }
+}
+
+/// Formats an error with its causes, `a: b: c`.
+pub struct ErrorChain<'a>(pub &'a dyn std::error::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(formatter, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}

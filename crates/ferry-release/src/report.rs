@@ -1,0 +1,200 @@
+//! The host report, one wire type for its writer and its readers: agents write it to
+//! `apps/<app>/hosts/<host-id>.json` and print it for `ferry agent status`; `ferry status`,
+//! `watch` and the dashboard read it. Readers are lenient — unknown fields are ignored and
+//! missing optional ones default — so an older or newer agent's report still shows up.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// The schema number agents write.
+pub const HOST_REPORT_SCHEMA: u32 = 1;
+
+/// How a host's last update ended.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostState {
+    /// Nothing installed yet.
+    #[default]
+    New,
+    /// The committed release runs.
+    Ok,
+    /// An update is in flight.
+    Updating,
+    /// A release failed and the committed one was restored.
+    RolledBack,
+    /// A pointer or release was refused; nothing changed.
+    Refused,
+    /// A "try again later" fault (store, disk, missing blob); the agent retries by itself.
+    Retrying,
+    /// A release failed and so did the rollback: the service needs attention.
+    Failed,
+    /// A state this reader does not know (a newer agent).
+    #[serde(other)]
+    Unknown,
+}
+
+impl HostState {
+    /// The state as written in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::New => "new",
+            HostState::Ok => "ok",
+            HostState::Updating => "updating",
+            HostState::RolledBack => "rolled-back",
+            HostState::Refused => "refused",
+            HostState::Retrying => "retrying",
+            HostState::Failed => "failed",
+            HostState::Unknown => "unknown",
+        }
+    }
+
+    /// Whether the service is running a release that passed its checks (ok, or back on one).
+    pub fn is_serving(self) -> bool {
+        matches!(
+            self,
+            HostState::Ok | HostState::RolledBack | HostState::Refused | HostState::Retrying
+        )
+    }
+}
+
+impl From<&str> for HostState {
+    /// The state a report's text names; a state this version does not know is `Unknown`.
+    fn from(text: &str) -> HostState {
+        serde_json::from_value(serde_json::Value::String(text.to_owned()))
+            .unwrap_or(HostState::Unknown)
+    }
+}
+
+impl fmt::Display for HostState {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// A release a host tried and marked bad: not tried again until a higher serial names it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BadRelease {
+    /// The version.
+    pub version: String,
+    /// The artifact's sha256.
+    #[serde(default)]
+    pub sha256: String,
+    /// The serial it was tried with.
+    #[serde(default)]
+    pub serial: u64,
+    /// Why it failed.
+    #[serde(default)]
+    pub reason: String,
+    /// When (RFC 3339).
+    #[serde(default)]
+    pub at: String,
+}
+
+/// One host's status report.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct HostReport {
+    /// Always [`HOST_REPORT_SCHEMA`] when written by this version.
+    #[serde(default = "default_schema")]
+    pub schema: u32,
+    /// The app.
+    pub app: String,
+    /// The channel the host follows.
+    pub channel: String,
+    /// The host.
+    pub host_id: String,
+    /// The committed version.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The serial of the committed release.
+    #[serde(default)]
+    pub serial: Option<u64>,
+    /// The highest serial the host accepted.
+    #[serde(default)]
+    pub highest_serial: u64,
+    /// How the last update ended.
+    #[serde(default)]
+    pub state: HostState,
+    /// The agent's journal step.
+    #[serde(default)]
+    pub step: String,
+    /// The last error.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Releases marked bad on this host.
+    #[serde(default)]
+    pub bad: Vec<BadRelease>,
+    /// When the report was written (RFC 3339).
+    #[serde(default)]
+    pub updated_at: Option<String>,
+    /// The last commit or rollback (RFC 3339).
+    #[serde(default)]
+    pub last_change_at: Option<String>,
+    /// The version of the agent that wrote it.
+    #[serde(default)]
+    pub agent_version: String,
+}
+
+fn default_schema() -> u32 {
+    HOST_REPORT_SCHEMA
+}
+
+impl HostReport {
+    /// Parse a stored report.
+    pub fn parse(bytes: &[u8]) -> Result<HostReport, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// When the report was written, parsed.
+    pub fn updated_at_time(&self) -> Option<OffsetDateTime> {
+        parse_time(self.updated_at.as_deref()?)
+    }
+
+    /// True when this host marked `version` bad.
+    pub fn marked_bad(&self, version: &str) -> bool {
+        self.bad.iter().any(|entry| entry.version == version)
+    }
+}
+
+/// An RFC 3339 moment, as reports and documents write them.
+pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_round_trips_and_unknown_states_and_fields_are_tolerated() {
+        let report = HostReport {
+            schema: HOST_REPORT_SCHEMA,
+            app: "hello".into(),
+            channel: "stable".into(),
+            host_id: "web-1".into(),
+            version: Some("1.0".into()),
+            serial: Some(3),
+            highest_serial: 4,
+            state: HostState::RolledBack,
+            step: "idle".into(),
+            last_error: None,
+            bad: Vec::new(),
+            updated_at: Some("2026-11-27T05:00:00Z".into()),
+            last_change_at: None,
+            agent_version: "0.1.0".into(),
+        };
+        let text = serde_json::to_string(&report).unwrap();
+        assert!(text.contains(r#""state":"rolled-back""#), "{text}");
+        assert_eq!(HostReport::parse(text.as_bytes()).unwrap(), report);
+        let newer = br#"{"app":"a","channel":"c","host-id":"h","state":"hibernating","extra":1}"#;
+        let parsed = HostReport::parse(newer).unwrap();
+        assert_eq!(parsed.state, HostState::Unknown);
+        assert_eq!(parsed.schema, HOST_REPORT_SCHEMA);
+        assert!(HostReport::parse(b"not json").is_err());
+    }
+}
