@@ -1,163 +1,18 @@
-//! The agent's configuration: the TOML file structs (kebab-case, unknown keys refused), the
-//! overrides the binary takes from flags and `FERRY_*` variables, and the resolved
+//! The agent's configuration: the file (see `agent_file.rs`), the overrides the binary takes
+//! from flags and `FERRY_*` variables, and the resolved
 //! [`Settings`] with every default filled in, so the rest of the agent never sees an `Option`
 //! it has to interpret.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::Error;
+pub use crate::agent_file::{
+    AgentFile, ConfigFile, HealthFile, InstallFile, RestartFile, SelfUpdateFile,
+};
 pub use crate::health::{Health, Probe};
 pub use crate::install::Install;
 pub use crate::restart::{Restart, SignalTarget};
-
-/// The agent's TOML file, exactly as written by the operator.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct AgentFile {
-    /// The store URL: `file:///srv/ferry` or `s3://bucket/prefix`.
-    pub store: Option<String>,
-    /// A custom S3 endpoint (MinIO, a local test server).
-    pub s3_endpoint: Option<String>,
-    /// The application name, as published.
-    pub app: Option<String>,
-    /// The channel to follow (default `stable`).
-    pub channel: Option<String>,
-    /// Paths of trusted minisign public keys.
-    #[serde(default)]
-    pub trust: Vec<PathBuf>,
-    /// Time between polls (default `10s`), e.g. `"30s"`, `"500ms"`.
-    pub interval: Option<String>,
-    /// Random extra delay added to each interval, up to this much (default a tenth of the interval).
-    pub jitter: Option<String>,
-    /// The longest wait between retries while the store fails (default `5m`).
-    pub backoff_max: Option<String>,
-    /// Where the journal lives (default `/var/lib/ferry`).
-    pub state_dir: Option<PathBuf>,
-    /// Where downloaded artifacts are kept (default `<state-dir>/cache`).
-    pub cache_dir: Option<PathBuf>,
-    /// This host's id (default: the contents of `/etc/machine-id`).
-    pub host_id: Option<String>,
-    /// The Debian architecture to install (default: this machine's).
-    pub architecture: Option<String>,
-    /// Write status reports to `apps/<app>/hosts/<host-id>.json` (default true).
-    pub report: Option<bool>,
-    /// How many artifacts to keep in the cache, the current one included (default 3).
-    pub keep_artifacts: Option<usize>,
-    /// How to install a release.
-    pub install: Option<InstallFile>,
-    /// How to make the service pick up a new release.
-    #[serde(default)]
-    pub restart: Option<RestartFile>,
-    /// How to tell whether the new release works.
-    #[serde(default)]
-    pub health: Option<HealthFile>,
-    /// Config bundles: where their files go (see docs/config.md).
-    #[serde(default)]
-    pub config: Option<ConfigFile>,
-    /// The agent updating itself from ferry's own channel (see docs/provisioning.md).
-    #[serde(default)]
-    pub self_update: Option<SelfUpdateFile>,
-}
-
-/// `[config]`: config bundles.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ConfigFile {
-    /// The directory the bundle's files are written into.
-    pub dir: PathBuf,
-    /// The config channel (default: the agent's channel).
-    pub channel: Option<String>,
-}
-
-/// `[self-update]`: the agent follows ferry's own channel.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct SelfUpdateFile {
-    /// The app holding ferry's package (default `ferry`).
-    pub app: Option<String>,
-    /// Its channel (default `stable`).
-    pub channel: Option<String>,
-    /// `dpkg` or `unpack`.
-    pub method: String,
-    /// unpack: the directory holding releases/<version>/ and `current`.
-    pub root: Option<PathBuf>,
-    /// The binary to re-execute into (default `/usr/bin/ferry`, or `<root>/current/usr/bin/ferry`).
-    pub binary: Option<PathBuf>,
-    /// dpkg: the program (default `dpkg`).
-    pub dpkg: Option<PathBuf>,
-    /// dpkg: extra arguments before the action.
-    #[serde(default)]
-    pub dpkg_args: Vec<String>,
-}
-
-/// `[install]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct InstallFile {
-    /// `unpack` or `dpkg`.
-    pub method: String,
-    /// unpack: the directory holding `releases/<version>/` and the `current` link.
-    pub root: Option<PathBuf>,
-    /// unpack: how many releases to keep under `releases/` (default 3).
-    pub keep: Option<usize>,
-    /// dpkg: the program to run (default `dpkg`).
-    pub dpkg: Option<PathBuf>,
-    /// dpkg: extra arguments put before the action, e.g. `["--root=/sandbox"]`.
-    #[serde(default)]
-    pub dpkg_args: Vec<String>,
-    /// dpkg: how long to wait for the dpkg lock (default `5m`).
-    pub lock_timeout: Option<String>,
-}
-
-/// `[restart]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RestartFile {
-    /// `supervisor`, `systemd`, `signal`, `exec` or `none`.
-    pub method: String,
-    /// supervisor: the control socket of `ferry run --control`.
-    pub control: Option<PathBuf>,
-    /// systemd / signal: the unit name.
-    pub unit: Option<String>,
-    /// signal: the pidfile to read the PID from.
-    pub pidfile: Option<PathBuf>,
-    /// signal: the signal's name (default `HUP`).
-    pub signal: Option<String>,
-    /// exec: the command and its arguments.
-    #[serde(default)]
-    pub command: Vec<String>,
-    /// How long the restart may take (default `60s`).
-    pub timeout: Option<String>,
-}
-
-/// `[health]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct HealthFile {
-    /// GET this `http://` URL and expect a 2xx answer.
-    pub http: Option<String>,
-    /// With `http`: the body must contain this text; `{version}` stands for the release's version.
-    pub expect_body: Option<String>,
-    /// Connect to this `host:port`.
-    pub tcp: Option<String>,
-    /// Run this command and expect exit status 0.
-    #[serde(default)]
-    pub command: Vec<String>,
-    /// The service's process must still be alive after this long (e.g. `"5s"`).
-    pub running_for: Option<String>,
-    /// For `running-for` with a restart method that does not report a PID: read it here.
-    pub pidfile: Option<PathBuf>,
-    /// The deadline for the check to pass (default `20s`).
-    pub timeout: Option<String>,
-    /// Time between attempts within the deadline (default `250ms`).
-    pub retry: Option<String>,
-    /// Passes in a row needed (default 3), so one answer from a draining old process does
-    /// not count.
-    pub successes: Option<u32>,
-}
 
 /// What the command line and the environment override. Each field is `None` when neither set it.
 #[derive(Debug, Clone, Default)]
@@ -226,26 +81,6 @@ pub struct Settings {
     /// Self-update, when `[self-update]` is set.
     pub self_update: Option<crate::self_update::SelfUpdateSettings>,
 }
-
-impl AgentFile {
-    /// Parse the TOML text of an agent file; `origin` names it in errors.
-    pub fn parse(text: &str, origin: &Path) -> Result<AgentFile, Error> {
-        toml::from_str(text).map_err(|source| Error::Config {
-            path: origin.to_path_buf(),
-            message: source.to_string(),
-        })
-    }
-
-    /// Read and parse an agent file.
-    pub fn read(path: &Path) -> Result<AgentFile, Error> {
-        let text = ferry_release::read_local_text(path, MAX_CONFIG_BYTES)
-            .map_err(|cause| Error::io("read the agent config", path, cause))?;
-        AgentFile::parse(&text, path)
-    }
-}
-
-/// An agent file is a few KiB; anything past this is not one.
-const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 fn config_error(path: &Path, message: impl Into<String>) -> Error {
     Error::Config {
@@ -709,6 +544,18 @@ control = "/run/ferry/hello.sock"
 http = "http://127.0.0.1:8080/health"
 timeout = "20s"
 "#;
+
+    #[test]
+    fn an_agent_file_written_by_to_toml_reads_back_the_same() {
+        let origin = Path::new("/etc/ferry/agent.toml");
+        let file = AgentFile::parse(ISSUE_EXAMPLE, origin).unwrap();
+        let text = file.to_toml().unwrap();
+        assert_eq!(AgentFile::parse(&text, origin).unwrap(), file, "{text}");
+        assert!(
+            !text.contains("s3-endpoint"),
+            "unset keys are left out:\n{text}"
+        );
+    }
 
     /// Names publish could write that no agent would follow (or the reverse) were a bug: the
     /// two sides used to apply different rules.

@@ -77,6 +77,60 @@ pub fn prepare(method: &Install, package: &Path, version: &str) -> Result<(), Er
     }
 }
 
+/// Which part of an install to run with [`run_off_thread`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// [`prepare`]: nothing running is touched.
+    Prepare,
+    /// [`activate`]: the prepared release becomes the installed one.
+    Activate,
+    /// [`install`]: both.
+    Whole,
+}
+
+/// Run `part` of installing `package` as `version` off the agent's thread.
+pub async fn run_off_thread(
+    part: Part,
+    method: &Install,
+    package: &Path,
+    version: &str,
+    recovering: bool,
+) -> Result<(), Error> {
+    let (method, package, owned_version) = (method.clone(), package.to_owned(), version.to_owned());
+    off_thread(version, move || match part {
+        Part::Prepare => prepare(&method, &package, &owned_version),
+        Part::Activate => activate(&method, &package, &owned_version, recovering),
+        Part::Whole => install(&method, &package, &owned_version, recovering),
+    })
+    .await
+}
+
+/// [`install`] (prepare, then activate) off the agent's thread.
+pub async fn install_off_thread(
+    method: &Install,
+    package: &Path,
+    version: &str,
+    recovering: bool,
+) -> Result<(), Error> {
+    run_off_thread(Part::Whole, method, package, version, recovering).await
+}
+
+/// Run a blocking install step (unpacking, dpkg) on tokio's blocking pool, so the agent's one
+/// thread stays free; a step that panicked is an install error of `version`.
+pub async fn off_thread<F>(version: &str, step: F) -> Result<(), Error>
+where
+    F: FnOnce() -> Result<(), Error> + Send + 'static,
+{
+    tokio::task::spawn_blocking(step)
+        .await
+        .unwrap_or_else(|join| {
+            Err(Error::Install {
+                version: version.to_owned(),
+                message: join.to_string(),
+            })
+        })
+}
+
 /// The root dpkg installs into: its `--root` / `--instdir` argument, else `/`.
 fn dpkg_root(extra_args: &[String]) -> PathBuf {
     let mut arguments = extra_args.iter();

@@ -28,6 +28,22 @@ pub struct Release {
     pub path: String,
 }
 
+impl Release {
+    /// The release a verified pointer names, with its artifact for this host.
+    pub fn named_by(
+        pointer: &ferry_release::ChannelPointer,
+        artifact: &ferry_release::ArtifactRef,
+    ) -> Release {
+        Release {
+            version: pointer.release.version.clone(),
+            serial: pointer.serial,
+            sha256: artifact.sha256.clone(),
+            size: artifact.size,
+            path: artifact.path.clone(),
+        }
+    }
+}
+
 /// A release refused after it failed on this host (the wire type of the host report).
 pub use ferry_release::BadRelease;
 

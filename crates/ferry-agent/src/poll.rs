@@ -6,7 +6,9 @@
 //! changes.
 
 use bytes::Bytes;
-use ferry_release::MAX_DOCUMENT_BYTES;
+use ferry_release::{
+    ChannelPointer, MAX_DOCUMENT_BYTES, PointerCheck, TrustedKeys, VerifiedPointer,
+};
 use ferry_store::{Fetched, Store};
 
 use crate::Error;
@@ -71,6 +73,30 @@ pub async fn poll<T>(
             },
         },
     })
+}
+
+/// Poll the channel pointer of `app`/`channel` and verify it completely (trusted signature,
+/// names, a serial not below `highest_serial`, expiry), for the release channel and ferry's
+/// own channel alike.
+pub async fn poll_pointer(
+    store: &Store,
+    app: &str,
+    channel: &str,
+    known_etag: Option<&str>,
+    highest_serial: u64,
+    trusted: &TrustedKeys,
+) -> Result<Polled<VerifiedPointer>, Error> {
+    let check = PointerCheck {
+        app,
+        channel,
+        highest_seen: (highest_serial > 0).then_some(highest_serial),
+        now: ferry_release::now_utc(),
+    };
+    let path = ChannelPointer::path(app, channel);
+    poll(store, &path, known_etag, "channel pointer", |bytes| {
+        ferry_release::verify_pointer(bytes, trusted, &check).map_err(|error| error.to_string())
+    })
+    .await
 }
 
 /// A store error as the agent sees it, classified by the store itself: worth a retry

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ferry_release::{ChannelPointer, PointerCheck, TrustedKeys};
+use ferry_release::TrustedKeys;
 use ferry_store::Store;
 use serde::{Deserialize, Serialize};
 
@@ -178,24 +178,13 @@ impl SelfUpdater {
                 version: target.version,
             });
         }
-        let path = ChannelPointer::path(&self.settings.app, &self.settings.channel);
-        let check = PointerCheck {
-            app: &self.settings.app,
-            channel: &self.settings.channel,
-            highest_seen: (self.state.highest_serial > 0).then_some(self.state.highest_serial),
-            now: ferry_release::now_utc(),
-        };
-        let trusted = &self.trusted;
-        let polled = crate::poll::poll(
+        let polled = crate::poll::poll_pointer(
             &self.store,
-            &path,
+            &self.settings.app,
+            &self.settings.channel,
             self.state.etag.as_deref(),
-            "self-update pointer",
-            |bytes| {
-                ferry_release::verify_pointer(bytes, trusted, &check)
-                    .map(|verified| verified.pointer)
-                    .map_err(|error| error.to_string())
-            },
+            self.state.highest_serial,
+            &self.trusted,
         )
         .await?;
         let (pointer, etag) = match polled {
@@ -207,7 +196,7 @@ impl SelfUpdater {
                 self.save()?;
                 return Ok(SelfUpdateOutcome::Refused { reason });
             }
-            Polled::Verified { document, etag, .. } => (document, etag),
+            Polled::Verified { document, etag, .. } => (document.pointer, etag),
         };
         self.state.etag = etag;
         let Some(artifact) = pointer
@@ -223,13 +212,7 @@ impl SelfUpdater {
             self.save()?;
             return Ok(SelfUpdateOutcome::Refused { reason });
         };
-        let target = Release {
-            version: pointer.release.version.clone(),
-            serial: pointer.serial,
-            sha256: artifact.sha256.clone(),
-            size: artifact.size,
-            path: artifact.path.clone(),
-        };
+        let target = Release::named_by(&pointer, artifact);
         self.state.highest_serial = self.state.highest_serial.max(pointer.serial);
         let installed = self
             .state
@@ -246,16 +229,8 @@ impl SelfUpdater {
             target: target.clone(),
         };
         self.save()?;
-        let method = self.settings.install.clone();
-        let version = target.version.clone();
-        let installed = tokio::task::spawn_blocking(move || {
-            install::install(&method, &package, &version, false)
-        })
-        .await
-        .map_err(|error| Error::Install {
-            version: target.version.clone(),
-            message: format!("install task failed: {error}"),
-        })?;
+        let method = &self.settings.install;
+        let installed = install::install_off_thread(method, &package, &target.version, false).await;
         if let Err(error) = installed {
             return self.roll_back(target, error.to_string()).await;
         }
@@ -311,18 +286,8 @@ impl SelfUpdater {
             (_, Some(previous)) => {
                 let package =
                     crate::download::download(&self.store, &self.cache_dir, previous).await?;
-                let method = self.settings.install.clone();
-                let version = previous.version.clone();
-                tokio::task::spawn_blocking(move || {
-                    install::install(&method, &package, &version, false)
-                })
-                .await
-                .unwrap_or_else(|error| {
-                    Err(Error::Install {
-                        version: previous.version.clone(),
-                        message: error.to_string(),
-                    })
-                })
+                let method = &self.settings.install;
+                install::install_off_thread(method, &package, &previous.version, false).await
             }
             (_, None) => Err(Error::Install {
                 version: failed.version.clone(),

@@ -109,17 +109,17 @@ pub(crate) use ferry_release::check_name;
 
 /// The pointer agents poll: `apps/<app>/config/<channel>.json`.
 pub fn bundle_path(app: &str, channel: &str) -> String {
-    format!("apps/{app}/config/{channel}.json")
+    ferry_release::layout::config(app, channel)
 }
 
 /// One immutable bundle: `apps/<app>/config/<channel>/<serial>.json`.
 pub fn history_path(app: &str, channel: &str, serial: u64) -> String {
-    format!("apps/{app}/config/{channel}/{serial}.json")
+    ferry_release::layout::config_history(app, channel, serial)
 }
 
 /// The folder holding every bundle of a channel.
 pub fn history_prefix(app: &str, channel: &str) -> String {
-    format!("apps/{app}/config/{channel}")
+    ferry_release::layout::config_history_prefix(app, channel)
 }
 
 /// Verify a stored bundle (envelope bytes): signature by a trusted key, app, channel, schema,

@@ -20,7 +20,7 @@ pub use document::{
     verify_bundle,
 };
 pub use error::Error;
-pub use store::{HistoryEntry, Pushed, history, push, read_current, rollback};
+pub use store::{Pushed, config_target, push, read_current, rollback};
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

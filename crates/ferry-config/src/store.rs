@@ -4,7 +4,6 @@
 //! the history, and rolling back (a new serial repeating an older bundle's files).
 
 use bytes::Bytes;
-use ferry_release::KeyId;
 use ferry_store::Store;
 use ferry_store::pointer::{self, PointerDocument, PointerTarget, Signer};
 
@@ -12,31 +11,18 @@ use crate::Error;
 use crate::document::{Bundle, BundleFile, SCHEMA, bundle_path, history_prefix};
 
 impl PointerDocument for Bundle {
-    const KIND: &'static str = "config bundle";
-
-    fn serial(&self) -> u64 {
-        self.serial
-    }
-
-    fn app(&self) -> &str {
-        &self.app
-    }
-
-    fn channel(&self) -> &str {
-        &self.channel
-    }
-
+    // A bundle checks its own invariants (schema, file names, count) as readers rely on.
     fn validate(&self) -> Result<(), String> {
         Bundle::validate(self, &format!("{}/{}", self.app, self.channel))
             .map_err(|error| error.to_string())
     }
 
-    fn comment(&self) -> String {
-        format!(
-            "ferry config app={} channel={} serial={}",
-            self.app, self.channel, self.serial
-        )
+    fn header(&self) -> (u64, &str, &str) {
+        (self.serial, &self.app, &self.channel)
     }
+
+    const KIND: &'static str = "config bundle";
+    const COMMENT: &'static str = "config";
 }
 
 /// Where a channel's bundles live.
@@ -58,15 +44,6 @@ pub struct Pushed {
     pub superseded_by: Option<u64>,
 }
 
-/// One bundle of a channel's history (signature not checked: listings show what is there).
-#[derive(Debug, Clone)]
-pub struct HistoryEntry {
-    /// The bundle.
-    pub bundle: Bundle,
-    /// The key that claims to have signed it.
-    pub key_id: Option<KeyId>,
-}
-
 /// The current bundle of a channel, unverified, with the pointer's raw bytes (to verify) and
 /// its ETag; `None` when nothing was ever pushed.
 pub async fn read_current(
@@ -78,25 +55,6 @@ pub async fn read_current(
         pointer::read_unverified::<Bundle>(store, &config_target(app, channel))
             .await?
             .map(|read| (read.document, read.bytes, read.etag)),
-    )
-}
-
-/// A channel's bundles, oldest first; with `last`, only the newest `last`.
-pub async fn history(
-    store: &Store,
-    app: &str,
-    channel: &str,
-    last: Option<usize>,
-) -> Result<Vec<HistoryEntry>, Error> {
-    Ok(
-        pointer::history::<Bundle>(store, &config_target(app, channel), last)
-            .await?
-            .into_iter()
-            .map(|entry| HistoryEntry {
-                bundle: entry.document,
-                key_id: entry.key_id,
-            })
-            .collect(),
     )
 }
 
@@ -264,14 +222,14 @@ mod tests {
         assert!(matches!(error, Error::SerialRegressed { .. }), "{error}");
         assert!(verify_bundle(&bytes, &trusted, "other", "stable", None).is_err());
         assert_eq!(
-            history(&store, "hello", "stable", None)
+            pointer::history::<Bundle>(&store, &config_target("hello", "stable"), None)
                 .await
                 .unwrap()
                 .len(),
             8
         );
         assert_eq!(
-            history(&store, "hello", "stable", Some(3))
+            pointer::history::<Bundle>(&store, &config_target("hello", "stable"), Some(3))
                 .await
                 .unwrap()
                 .len(),

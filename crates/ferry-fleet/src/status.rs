@@ -318,7 +318,9 @@ pub async fn collect(
     let pointer = ferry_store::read_pointer(store, app, channel)
         .await?
         .map(|current| current.pointer);
-    let listing = store.list(&format!("apps/{app}/hosts")).await?;
+    let listing = store
+        .list(&ferry_release::layout::hosts_prefix(app))
+        .await?;
     let reads = futures::stream::iter(
         listing
             .into_iter()

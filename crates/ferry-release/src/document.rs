@@ -28,7 +28,7 @@ impl ArtifactRef {
         ArtifactRef {
             sha256: sha256.to_owned(),
             size,
-            path: format!("artifacts/{sha256}.deb"),
+            path: crate::layout::artifact(sha256),
         }
     }
 }
@@ -107,7 +107,7 @@ impl Release {
 
     /// The store path of this release document, relative to the store root.
     pub fn path(app: &str, version: &str) -> String {
-        format!("apps/{app}/releases/{version}.json")
+        crate::layout::release(app, version)
     }
 }
 
@@ -143,17 +143,17 @@ pub struct ChannelPointer {
 impl ChannelPointer {
     /// The store path of a channel's pointer.
     pub fn path(app: &str, channel: &str) -> String {
-        format!("apps/{app}/channels/{channel}.json")
+        crate::layout::channel(app, channel)
     }
 
     /// The store path of one history entry of a channel.
     pub fn history_path(app: &str, channel: &str, serial: u64) -> String {
-        format!("apps/{app}/channels/{channel}/history/{serial}.json")
+        crate::layout::channel_history(app, channel, serial)
     }
 
     /// The store folder holding a channel's history.
     pub fn history_prefix(app: &str, channel: &str) -> String {
-        format!("apps/{app}/channels/{channel}/history")
+        crate::layout::channel_history_prefix(app, channel)
     }
 
     /// True when `expires_at` is set and not after `now`.

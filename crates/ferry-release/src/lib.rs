@@ -4,12 +4,18 @@
 //! Everything an agent needs to decide "may I install this?" lives here, free of I/O policy:
 //! the caller fetches bytes (from any store) and hands them to [`verify_pointer`] /
 //! [`verify_release`] together with its [`TrustedKeys`] and the highest serial it has seen.
+//!
+//! It is also the schema home every other crate shares: `document` (releases, pointers,
+//! store paths), `envelope` (signing and verifying), `keys`, `rollout` (waves), `serial` (the
+//! checked serial rule), `name` (the one name rule), `report` (the host report and its
+//! states), and `local` (the one bounded reader for local files).
 #![warn(missing_docs)]
 
 mod document;
 mod envelope;
 mod error;
 mod keys;
+pub mod layout;
 mod local;
 mod name;
 mod report;

@@ -10,36 +10,24 @@ use crate::store::Store;
 
 impl PointerDocument for ChannelPointer {
     const KIND: &'static str = "channel pointer";
+    const COMMENT: &'static str = "pointer";
 
-    fn serial(&self) -> u64 {
-        self.serial
-    }
-
-    fn app(&self) -> &str {
-        &self.app
-    }
-
-    fn channel(&self) -> &str {
-        &self.channel
+    fn header(&self) -> (u64, &str, &str) {
+        (self.serial, &self.app, &self.channel)
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.schema == ferry_release::SCHEMA {
-            Ok(())
-        } else {
-            Err(format!(
-                "schema {} is not {} (a newer ferry wrote it?)",
-                self.schema,
-                ferry_release::SCHEMA
-            ))
-        }
+        let schema = ferry_release::SCHEMA;
+        (self.schema == schema).then_some(()).ok_or_else(|| {
+            format!(
+                "schema {} is not {schema} (a newer ferry wrote it?)",
+                self.schema
+            )
+        })
     }
 
-    fn comment(&self) -> String {
-        format!(
-            "ferry pointer app={} channel={} serial={} version={}",
-            self.app, self.channel, self.serial, self.release.version
-        )
+    fn comment_detail(&self) -> String {
+        format!(" version={}", self.release.version)
     }
 }
 

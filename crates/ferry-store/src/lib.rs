@@ -1,5 +1,14 @@
 //! The object-store layer: ferry's store layout on `file://` and `s3://`, conditional
 //! reads and writes, and the compare-and-swap publish protocol.
+//!
+//! - `store` / `open`: a [`Store`] on one backend, opened from a URL, with capped, conditional
+//!   and ranged reads, create-only and compare-and-swap writes, multipart uploads, and errors
+//!   that classify themselves ([`Error::is_transient`]);
+//! - [`pointer`]: the signed-pointer protocol, written once — verified read, history, advance
+//!   (create-only history entry, then If-Match on the pointer) — for any [`PointerDocument`];
+//! - `channel`: that protocol for channel pointers, plus the rollback rule;
+//! - `publish`: `ferry publish` as a plan (writes nothing) and its execution, rollback,
+//!   promote, pause; `verify`: a channel checked as an agent would.
 #![warn(missing_docs)]
 
 mod channel;
@@ -16,6 +25,7 @@ pub use channel::{
     rollback_target,
 };
 pub use error::Error;
+pub use ferry_release::layout;
 pub use pointer::{PointerDocument, PointerTarget, Signer};
 pub use progress::{NoProgress, Progress};
 pub use publish::{
@@ -31,5 +41,5 @@ pub use verify::{ChannelReport, verify_channel};
 /// Where an agent writes its status report: `apps/<app>/hosts/<host-id>.json` (write it with
 /// [`Store::put_overwrite`]).
 pub fn host_report_path(app: &str, host_id: &str) -> String {
-    format!("apps/{app}/hosts/{host_id}.json")
+    layout::host_report(app, host_id)
 }

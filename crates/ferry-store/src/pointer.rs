@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
-use crate::store::{CreateOutcome, Store, SwapOutcome};
+use crate::store::{CreateOutcome, Object, Store, SwapOutcome};
 
 /// Attempts at claiming a serial / swapping the pointer before giving up.
 const MAX_ATTEMPTS: u32 = 200;
@@ -33,18 +33,39 @@ const MAX_ATTEMPTS: u32 = 200;
 pub trait PointerDocument: Serialize + DeserializeOwned + Clone {
     /// What it is called in messages (`channel pointer`, `config bundle`).
     const KIND: &'static str;
-    /// Its serial.
-    fn serial(&self) -> u64;
-    /// The app it belongs to.
-    fn app(&self) -> &str;
-    /// The channel it belongs to.
-    fn channel(&self) -> &str;
+    /// The first word of its signed comment after `ferry` (`pointer`, `config`).
+    const COMMENT: &'static str;
+    /// Its serial, app and channel.
+    fn header(&self) -> (u64, &str, &str);
     /// Document-specific checks a reader relies on (schema, names); the reason on failure.
     fn validate(&self) -> Result<(), String> {
         Ok(())
     }
+    /// What the signed comment says after the header (` version=1.4.2-1`), or nothing.
+    fn comment_detail(&self) -> String {
+        String::new()
+    }
+    /// Its serial.
+    fn serial(&self) -> u64 {
+        self.header().0
+    }
+    /// The app it belongs to.
+    fn app(&self) -> &str {
+        self.header().1
+    }
+    /// The channel it belongs to.
+    fn channel(&self) -> &str {
+        self.header().2
+    }
     /// The one-line trusted comment signed with it (`minisign -V` shows it).
-    fn comment(&self) -> String;
+    fn comment(&self) -> String {
+        let (serial, app, channel) = self.header();
+        format!(
+            "ferry {} app={app} channel={channel} serial={serial}{}",
+            Self::COMMENT,
+            self.comment_detail()
+        )
+    }
 }
 
 /// Where one pointer and its history live.
@@ -160,18 +181,25 @@ fn parse<T: PointerDocument>(bytes: &[u8], what: &str) -> Result<(T, Envelope), 
     Ok((document, envelope))
 }
 
+/// The pointer object as stored and what to call it in messages; `None` when never written.
+async fn get_pointer<T: PointerDocument>(
+    store: &Store,
+    target: &PointerTarget,
+) -> Result<Option<(Object, String)>, Error> {
+    let object = store
+        .get(&target.pointer, MAX_DOCUMENT_BYTES as u64)
+        .await?;
+    Ok(object.map(|object| (object, target.describe::<T>(store))))
+}
+
 /// Read the pointer without checking its signature; `None` when it was never written.
 pub async fn read_unverified<T: PointerDocument>(
     store: &Store,
     target: &PointerTarget,
 ) -> Result<Option<Unverified<T>>, Error> {
-    let Some(object) = store
-        .get(&target.pointer, MAX_DOCUMENT_BYTES as u64)
-        .await?
-    else {
+    let Some((object, what)) = get_pointer::<T>(store, target).await? else {
         return Ok(None);
     };
-    let what = target.describe::<T>(store);
     let (document, envelope) = parse::<T>(&object.bytes, &what)?;
     Ok(Some(Unverified {
         document,
@@ -234,13 +262,9 @@ pub async fn read_verified<T: PointerDocument>(
     target: &PointerTarget,
     trusted: &TrustedKeys,
 ) -> Result<Option<Verified<T>>, Error> {
-    let Some(object) = store
-        .get(&target.pointer, MAX_DOCUMENT_BYTES as u64)
-        .await?
-    else {
+    let Some((object, what)) = get_pointer::<T>(store, target).await? else {
         return Ok(None);
     };
-    let what = target.describe::<T>(store);
     let refuse = |reason: String| Error::UnverifiedPointer {
         what: what.clone(),
         reason,

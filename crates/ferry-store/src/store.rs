@@ -525,7 +525,11 @@ impl Store {
         if self.head(CONDITIONAL_PUT_MARKER).await?.is_some() {
             return Ok(ConditionalPut::Honoured);
         }
-        let probe = format!(".ferry/probe/{:016x}", rand::random::<u64>());
+        let probe = format!(
+            "{}/probe/{:016x}",
+            ferry_release::layout::FERRY_PRIVATE,
+            rand::random::<u64>()
+        );
         // Each step runs only if the previous one behaved; any misstep means "ignored".
         let honoured = self.put_create(&probe, Bytes::from_static(b"1")).await?
             == CreateOutcome::Created

@@ -101,7 +101,7 @@ async fn check_artifact(
     artifact: &ArtifactRef,
 ) -> Result<(), Error> {
     let location = store.location(&artifact.path);
-    let expected_path = format!("artifacts/{}.deb", artifact.sha256);
+    let expected_path = ferry_release::layout::artifact(&artifact.sha256);
     if artifact.path != expected_path {
         return Err(Error::ArtifactMismatch {
             location,

@@ -59,29 +59,28 @@ impl Child {
 
     /// Send `signal` to the main process (only while it has not been reaped).
     pub fn signal(&self, signal: libc::c_int) {
-        let reaped = self
-            .reaped
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !*reaped {
-            // SAFETY: kill(2); the PID is ours until the watcher reaps it.
-            unsafe {
-                libc::kill(self.pid, signal);
-            }
-        }
+        // SAFETY: kill(2); the PID is ours until the watcher reaps it.
+        self.while_unreaped(|pid| unsafe {
+            libc::kill(pid, signal);
+        });
     }
 
     /// Send `signal` to the whole process group.
     pub fn signal_group(&self, signal: libc::c_int) {
+        // SAFETY: killpg(2); the group id is the unreaped child's PID.
+        self.while_unreaped(|pid| unsafe {
+            libc::killpg(pid, signal);
+        });
+    }
+
+    /// Run `send` with the child's PID unless it was reaped (then the PID may be reused).
+    fn while_unreaped(&self, send: impl FnOnce(libc::pid_t)) {
         let reaped = self
             .reaped
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if !*reaped {
-            // SAFETY: killpg(2); the group id is the unreaped child's PID.
-            unsafe {
-                libc::killpg(self.pid, signal);
-            }
+            send(self.pid);
         }
     }
 }

@@ -43,6 +43,22 @@ impl Publisher {
         }
     }
 
+    /// A publisher with a fresh key (in `<dir>/work`) and a new, empty `file://` store at
+    /// `<dir>/store`; returns it with the store URL.
+    pub fn on_directory_store(
+        ferry: &Path,
+        dir: &Path,
+        app: &str,
+        channel: &str,
+    ) -> (Publisher, String) {
+        let store_dir = dir.join("store");
+        std::fs::create_dir_all(&store_dir).expect("create the store directory");
+        let store = format!("file://{}", store_dir.display());
+        let publisher = Publisher::new(ferry, &dir.join("work"), &store, vec![], app, channel);
+        publisher.keygen();
+        (publisher, store)
+    }
+
     /// The public key agents trust.
     pub fn public_key(&self) -> PathBuf {
         self.dir.join("release.pub")
@@ -64,32 +80,45 @@ impl Publisher {
         let build = self.dir.join("build").join(version);
         std::fs::create_dir_all(&build).expect("create the build directory");
         std::fs::write(build.join("version"), format!("{version}\n")).expect("write version");
-        let mut manifest = format!(
-            r#"[package]
-name = "{app}"
-version = "{version}"
-maintainer = "ferry fleet tests <fleet@example.com>"
-description = "hello-service for ferry's fleet test and benchmark"
-section = "net"
-
-[[files]]
-source = {binary}
-dest = "/usr/bin/hello-service"
-mode = "0755"
-
-[[files]]
-source = "version"
-dest = "/usr/share/hello-service/version"
-"#,
-            app = self.app,
-            binary = toml_string(&binary.display().to_string()),
-        );
+        // The manifest as a TOML table, serialised by the toml crate (no hand quoting).
+        let file = |source: &str, dest: &str, mode: Option<&str>| {
+            let mut entry = toml::Table::new();
+            entry.insert("source".into(), source.into());
+            entry.insert("dest".into(), dest.into());
+            if let Some(mode) = mode {
+                entry.insert("mode".into(), mode.into());
+            }
+            toml::Value::Table(entry)
+        };
+        let mut files = vec![
+            file(
+                &binary.display().to_string(),
+                "/usr/bin/hello-service",
+                Some("0755"),
+            ),
+            file("version", "/usr/share/hello-service/version", None),
+        ];
         if let Some(mode) = mode {
             std::fs::write(build.join("mode"), format!("{mode}\n")).expect("write mode");
-            manifest.push_str(
-                "\n[[files]]\nsource = \"mode\"\ndest = \"/usr/share/hello-service/mode\"\n",
-            );
+            files.push(file("mode", "/usr/share/hello-service/mode", None));
         }
+        let mut package = toml::Table::new();
+        for (key, value) in [
+            ("name", self.app.as_str()),
+            ("version", version),
+            ("maintainer", "ferry fleet tests <fleet@example.com>"),
+            (
+                "description",
+                "hello-service for ferry's fleet test and benchmark",
+            ),
+            ("section", "net"),
+        ] {
+            package.insert(key.into(), value.into());
+        }
+        let mut table = toml::Table::new();
+        table.insert("package".into(), toml::Value::Table(package));
+        table.insert("files".into(), toml::Value::Array(files));
+        let manifest = toml::to_string(&table).expect("a manifest serialises");
         let config = build.join("ferry.toml");
         std::fs::write(&config, manifest).expect("write ferry.toml");
         let out = build.join("out");
@@ -110,24 +139,19 @@ dest = "/usr/share/hello-service/version"
 
     /// `ferry publish` one .deb to the channel.
     pub fn publish(&self, package: &Path) -> Output {
-        self.ferry(&[
-            "publish".as_ref(),
-            "--store".as_ref(),
-            self.store.as_ref(),
-            "--app".as_ref(),
-            self.app.as_ref(),
-            "--channel".as_ref(),
-            self.channel.as_ref(),
-            "--key".as_ref(),
-            self.secret_key().as_os_str(),
-            package.as_os_str(),
-        ])
+        self.on_channel("publish", &[package.as_os_str()])
     }
 
     /// `ferry rollback` to the release before the current one.
     pub fn rollback(&self) -> Output {
-        self.ferry(&[
-            "rollback".as_ref(),
+        self.on_channel("rollback", &[])
+    }
+
+    /// `ferry SUBCOMMAND` on this publisher's store, app and channel, signed with its key.
+    fn on_channel(&self, subcommand: &str, extra: &[&std::ffi::OsStr]) -> Output {
+        let key = self.secret_key();
+        let mut arguments: Vec<&std::ffi::OsStr> = vec![
+            subcommand.as_ref(),
             "--store".as_ref(),
             self.store.as_ref(),
             "--app".as_ref(),
@@ -135,8 +159,10 @@ dest = "/usr/share/hello-service/version"
             "--channel".as_ref(),
             self.channel.as_ref(),
             "--key".as_ref(),
-            self.secret_key().as_os_str(),
-        ])
+            key.as_os_str(),
+        ];
+        arguments.extend_from_slice(extra);
+        self.ferry(&arguments)
     }
 
     fn ferry(&self, arguments: &[&std::ffi::OsStr]) -> Output {
@@ -238,6 +264,34 @@ pub fn toml_string(text: &str) -> String {
     quoted
 }
 
+/// `ferry run` for one test host: `--listen http=127.0.0.1:PORT`, its control socket at
+/// `<dir>/control.sock`, a 5 s drain, then `program` (with `arguments`); its log goes to
+/// `<dir>/run.log`. The caller adds what else it needs and spawns it (in a [`GroupGuard`]).
+pub fn supervisor_command(
+    ferry: &Path,
+    dir: &Path,
+    port: u16,
+    program: &std::ffi::OsStr,
+    arguments: &[&str],
+) -> Command {
+    let mut command = Command::new(ferry);
+    command
+        .arg("run")
+        .arg("--listen")
+        .arg(format!("http=127.0.0.1:{port}"))
+        .arg("--control")
+        .arg(dir.join("control.sock"))
+        .args(["--drain-timeout", "5", "--"])
+        .arg(program)
+        .args(arguments)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("run.log")).expect("create run.log"));
+    command
+}
+
 /// One host's agent file, written as an operator would. `restart` and `health` are the
 /// bodies of the `[restart]` and `[health]` tables.
 pub struct AgentFile<'a> {
@@ -266,41 +320,33 @@ pub struct AgentFile<'a> {
 }
 
 impl AgentFile<'_> {
-    /// The TOML text.
+    /// The TOML text, written by the agent's own serialiser (the `[restart]` and `[health]`
+    /// bodies are parsed into its types first, so a typo in a test fails here).
     pub fn text(&self) -> String {
-        format!(
-            r#"store = {store}
-app = {app}
-channel = {channel}
-trust = [{trust}]
-interval = {interval}
-jitter = {jitter}
-backoff-max = "5s"
-host-id = {host}
-state-dir = {state}
-
-[install]
-method = "unpack"
-root = {root}
-
-[restart]
-{restart}
-
-[health]
-{health}
-"#,
-            store = toml_string(self.store),
-            app = toml_string(self.app),
-            channel = toml_string(self.channel),
-            trust = toml_string(&self.trust.display().to_string()),
-            interval = toml_string(self.interval),
-            jitter = toml_string(self.jitter),
-            host = toml_string(self.host_id),
-            state = toml_string(&self.state_dir.display().to_string()),
-            root = toml_string(&self.root.display().to_string()),
-            restart = self.restart,
-            health = self.health,
-        )
+        use ferry_agent::config::InstallFile;
+        fn table<T: serde::de::DeserializeOwned>(body: &str, name: &str) -> T {
+            toml::from_str(body).unwrap_or_else(|error| panic!("[{name}] {body:?}: {error}"))
+        }
+        let file = ferry_agent::AgentFile {
+            store: Some(self.store.to_owned()),
+            app: Some(self.app.to_owned()),
+            channel: Some(self.channel.to_owned()),
+            trust: vec![self.trust.to_path_buf()],
+            interval: Some(self.interval.to_owned()),
+            jitter: Some(self.jitter.to_owned()),
+            backoff_max: Some("5s".to_owned()),
+            host_id: Some(self.host_id.to_owned()),
+            state_dir: Some(self.state_dir.to_path_buf()),
+            install: Some(InstallFile {
+                method: "unpack".into(),
+                root: Some(self.root.to_path_buf()),
+                ..Default::default()
+            }),
+            restart: Some(table(self.restart, "restart")),
+            health: Some(table(self.health, "health")),
+            ..Default::default()
+        };
+        file.to_toml().expect("an agent file serialises")
     }
 }
 

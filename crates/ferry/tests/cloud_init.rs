@@ -49,22 +49,12 @@ fn under(root: &Path, path: &str) -> PathBuf {
 #[test]
 fn user_data_is_valid_and_provisions_a_sandboxed_root() {
     let dir = Dir::new("ferry-cloud-init");
-    let store_dir = dir.join("store");
-    let store = format!("file://{}", store_dir.display());
-    std::fs::create_dir_all(&store_dir).unwrap();
     let ferry_binary = Path::new(env!("CARGO_BIN_EXE_ferry"));
 
     // The release engineer: a key, ferry's own package on channel ferry/stable, and a
     // hello-service release on hello/stable.
-    let publisher = Publisher::new(
-        ferry_binary,
-        &dir.join("work"),
-        &store,
-        vec![],
-        "hello",
-        "stable",
-    );
-    publisher.keygen();
+    let (publisher, store) =
+        Publisher::on_directory_store(ferry_binary, dir.path(), "hello", "stable");
     let ferry_deb = pack_ferry(&dir.join("ferry-build"), "zstd");
     ok(ferry()
         .args([

@@ -13,11 +13,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use ferry_testutil::fleet::{
-    AgentFile, GroupGuard, Publisher, http_get, stripped_copy, toml_string, wait_for,
+    AgentFile, GroupGuard, Publisher, http_get, stripped_copy, supervisor_command, toml_string,
+    wait_for,
 };
 use ferry_testutil::{Dir, free_port, workspace_binary};
 use support::*;
@@ -119,19 +120,14 @@ fn start_supervisor(host: &Host) -> GroupGuard {
         env = host.config_dir().join("hello.env").display(),
         binary = host.dir.join("srv/current/usr/bin/hello-service").display()
     );
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    command
-        .arg("run")
-        .arg("--listen")
-        .arg(format!("http=127.0.0.1:{}", host.port))
-        .arg("--control")
-        .arg(host.dir.join("control.sock"))
-        .args(["--drain-timeout", "5", "--", "sh", "-c", &script])
-        .env_remove("RUST_LOG")
-        .env_remove("HELLO_MODE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(host.dir.join("run.log")).unwrap());
+    let mut command = supervisor_command(
+        Path::new(env!("CARGO_BIN_EXE_ferry")),
+        &host.dir,
+        host.port,
+        "sh".as_ref(),
+        &["-c", &script],
+    );
+    command.env_remove("HELLO_MODE");
     GroupGuard::spawn(&mut command)
 }
 
@@ -161,17 +157,12 @@ fn push(host: &Host, key: &Path, dir: &Dir, name: &str, content: &str) -> u64 {
 #[test]
 fn config_bundles_reach_the_service_and_bad_ones_roll_back() {
     let dir = Dir::new("ferry-config-agent");
-    let store = format!("file://{}", dir.join("store").display());
-    std::fs::create_dir_all(dir.join("store")).unwrap();
-    let publisher = Publisher::new(
+    let (publisher, store) = Publisher::on_directory_store(
         Path::new(env!("CARGO_BIN_EXE_ferry")),
-        &dir.join("work"),
-        &store,
-        vec![],
+        dir.path(),
         "hello",
         "stable",
     );
-    publisher.keygen();
     let key = dir.join("work/release.key");
     let hello = stripped_copy(
         &workspace_binary("hello-service"),

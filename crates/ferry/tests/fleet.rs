@@ -17,7 +17,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_testutil::fleet::{
-    AgentFile, GroupGuard, Publisher, http_get, stop_fleet, stripped_copy, toml_string,
+    AgentFile, GroupGuard, Publisher, http_get, stop_fleet, stripped_copy, supervisor_command,
+    toml_string,
 };
 use ferry_testutil::s3::S3Server;
 use ferry_testutil::{Dir, free_port, workspace_binary};
@@ -199,21 +200,14 @@ fn hello_service(dir: &Dir) -> PathBuf {
 /// `ferry run` in front of the host's `current` release. It binds the port before any
 /// release is installed; the agent's first install starts the service through it.
 fn start_supervisor(host: &Host) -> GroupGuard {
-    let mut command = Command::new(ferry_binary());
-    command
-        .arg("run")
-        .arg("--listen")
-        .arg(format!("http=127.0.0.1:{}", host.port))
-        .arg("--control")
-        .arg(host.dir.join("control.sock"))
-        .args(["--drain-timeout", "5"])
-        .arg("--")
-        .arg(host.dir.join("srv/current/usr/bin/hello-service"))
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(host.dir.join("run.log")).expect("create run.log"));
+    let program = host.dir.join("srv/current/usr/bin/hello-service");
+    let mut command = supervisor_command(
+        &ferry_binary(),
+        &host.dir,
+        host.port,
+        program.as_os_str(),
+        &[],
+    );
     GroupGuard::spawn(&mut command)
 }
 

@@ -15,18 +15,13 @@ use std::time::{Duration, Instant};
 use ferry_release::{ChannelPointer, Envelope, SigningKey};
 use ferry_testutil::ChildGuard;
 
+use support::faults::*;
 use support::world::*;
 
 /// `ferry publish` of `deb` with `extra` flags, run to completion.
 fn publish_with(world: &World, deb: &Path, extra: &[&str]) -> Output {
-    let mut command = ferry();
-    command
-        .args(["publish", "--app", APP, "--channel", CHANNEL, "--store"])
-        .arg(&world.store_url)
-        .arg("--key")
-        .arg(world.dir.join("release.key"))
-        .args(extra)
-        .arg(deb);
+    let mut command = world.channel_command("publish");
+    command.args(extra).arg(deb);
     run_bounded(&mut command, Duration::from_secs(60))
 }
 
@@ -264,69 +259,6 @@ fn item3_a_blob_missing_for_a_moment_is_retried_not_marked_bad() {
     assert_eq!(world.status_json()["bad"], serde_json::json!([]));
 }
 
-/// A tmpfs of `size` bytes mounted at `path`, unmounted when dropped. The tests run as root
-/// (CI does); without it the mount fails and the test says so instead of passing.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(path: PathBuf, size: u64) -> Tmpfs {
-        std::fs::create_dir_all(&path).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o"])
-            .arg(format!("size={size}"))
-            .arg("tmpfs")
-            .arg(&path)
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "mounting a tmpfs at {} failed: these tests need root (as CI has)",
-            path.display()
-        );
-        Tmpfs { path }
-    }
-
-    fn resize(&self, size: u64) {
-        let status = Command::new("mount")
-            .args(["-o"])
-            .arg(format!("remount,size={size}"))
-            .arg(&self.path)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
-
-/// Incompressible bytes (a padding file that makes a package big).
-fn noise(length: usize) -> Vec<u8> {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    (0..length)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
-fn set_config_key(world: &World, line: &str) {
-    let config = std::fs::read_to_string(world.config_path()).unwrap();
-    std::fs::write(
-        world.config_path(),
-        config.replacen("app = ", &format!("{line}\napp = "), 1),
-    )
-    .unwrap();
-}
-
 #[test]
 fn item4_a_full_cache_disk_does_not_wedge_the_agent_and_a_newer_smaller_release_is_taken() {
     let world = World::new("hardening-item4-cache", false, Restart::Script);
@@ -424,11 +356,6 @@ fn item3_item4_an_install_root_without_space_says_so_and_the_release_is_taken_on
         "agent installing v2 once there is room",
     );
     assert_eq!(wait_for_version(world.port, "2.0.0"), "2.0.0");
-}
-
-fn mkfifo(path: &Path) {
-    let status = Command::new("mkfifo").arg(path).status().unwrap();
-    assert!(status.success());
 }
 
 #[test]

@@ -17,7 +17,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_testutil::fleet::{
-    AgentFile, GroupGuard, Publisher, http_get, stop_fleet, stripped_copy, toml_string,
+    AgentFile, GroupGuard, Publisher, http_get, stop_fleet, stripped_copy, supervisor_command,
+    toml_string,
 };
 use ferry_testutil::rollout::Ferry;
 use ferry_testutil::s3::S3Server;
@@ -208,21 +209,14 @@ fn start_agent(host: &Host, config: &Path, s3: &S3Server, once: bool) -> GroupGu
 }
 
 fn start_supervisor(host: &Host) -> GroupGuard {
-    let mut command = Command::new(ferry_binary());
-    command
-        .arg("run")
-        .arg("--listen")
-        .arg(format!("http=127.0.0.1:{}", host.port))
-        .arg("--control")
-        .arg(host.dir.join("control.sock"))
-        .args(["--drain-timeout", "5"])
-        .arg("--")
-        .arg(host.dir.join("srv/current/usr/bin/hello-service"))
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(host.dir.join("run.log")).expect("create run.log"));
+    let program = host.dir.join("srv/current/usr/bin/hello-service");
+    let mut command = supervisor_command(
+        &ferry_binary(),
+        &host.dir,
+        host.port,
+        program.as_os_str(),
+        &[],
+    );
     GroupGuard::spawn(&mut command)
 }
 

@@ -36,18 +36,9 @@ fn self_update_journal(state: &Path) -> serde_json::Value {
 #[test]
 fn the_agent_updates_itself_and_rolls_back_a_broken_binary() {
     let dir = Dir::new("ferry-self-update");
-    let store = format!("file://{}", dir.join("store").display());
-    std::fs::create_dir_all(dir.join("store")).unwrap();
     let ferry_binary = Path::new(env!("CARGO_BIN_EXE_ferry"));
-    let publisher = Publisher::new(
-        ferry_binary,
-        &dir.join("work"),
-        &store,
-        vec![],
-        "hello",
-        "stable",
-    );
-    publisher.keygen();
+    let (publisher, store) =
+        Publisher::on_directory_store(ferry_binary, dir.path(), "hello", "stable");
     let key = dir.join("work/release.key");
     let publish_ferry = |deb: &Path| {
         ok(ferry()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use ferry_release::{ChannelPointer, HostState, PointerCheck, TrustedKeys};
+use ferry_release::{ChannelPointer, HostState, TrustedKeys};
 use ferry_store::{Object, Store};
 
 use crate::config::Settings;
@@ -19,13 +19,14 @@ use crate::fault;
 use crate::floor::FloorRecords;
 use crate::journal::{Journal, Release, State, Step};
 use crate::metrics::Metrics;
-use crate::poll::{ErrorChain, Polled, poll};
+use crate::poll::{ErrorChain, Polled, poll_pointer};
 pub use crate::report::{StatusReport, local_status, now_text, status_report};
 pub use run::{RunOptions, run};
 
 mod followers;
 mod rollback;
 mod run;
+use crate::install::Part;
 use crate::{Error, health, install, restart};
 
 /// What one cycle ended with.
@@ -214,22 +215,13 @@ impl Agent {
         Metrics::increment(&self.metrics.polls);
         let path = ChannelPointer::path(&self.settings.app, &self.settings.channel);
         let known = self.seen_etag.clone().or_else(|| self.state.etag.clone());
-        let check = PointerCheck {
-            app: &self.settings.app,
-            channel: &self.settings.channel,
-            highest_seen: (self.state.highest_serial > 0).then_some(self.state.highest_serial),
-            now: ferry_release::now_utc(),
-        };
-        let trusted = &self.trusted;
-        let polled = poll(
+        let polled = poll_pointer(
             &self.store,
-            &path,
+            &self.settings.app,
+            &self.settings.channel,
             known.as_deref(),
-            "channel pointer",
-            |bytes| {
-                ferry_release::verify_pointer(bytes, trusted, &check)
-                    .map_err(|error| error.to_string())
-            },
+            self.state.highest_serial,
+            &self.trusted,
         )
         .await?;
         let (verified, object) = match polled {
@@ -275,13 +267,7 @@ impl Agent {
             );
             return self.refuse_pointer(object.etag, reason).await;
         };
-        let target = Release {
-            version: pointer.release.version.clone(),
-            serial: pointer.serial,
-            sha256: artifact.sha256.clone(),
-            size: artifact.size,
-            path: artifact.path.clone(),
-        };
+        let target = Release::named_by(&pointer, artifact);
         if pointer.paused {
             self.seen_etag = object.etag;
             let reason = format!("channel is paused at serial {}", pointer.serial);
@@ -416,18 +402,9 @@ impl Agent {
         };
         // Prepare (unpack into its own directory, check the package): nothing running is
         // touched yet, so a failure here is a refusal, not a rollback.
-        let method = self.settings.install.clone();
-        let (version, prepared_package) = (target.version.clone(), package.clone());
-        let prepared = tokio::task::spawn_blocking(move || {
-            install::prepare(&method, &prepared_package, &version)
-        })
-        .await
-        .unwrap_or_else(|join| {
-            Err(Error::Install {
-                version: target.version.clone(),
-                message: join.to_string(),
-            })
-        });
+        let method = &self.settings.install;
+        let prepared =
+            install::run_off_thread(Part::Prepare, method, &package, &target.version, false).await;
         match prepared {
             Ok(()) => {}
             // A full disk or a local I/O fault: nothing was touched, try again later.
@@ -437,18 +414,15 @@ impl Agent {
             // the same bytes will fail the same way, so it is marked bad.
             Err(error) => return self.refuse_release(target, error, true).await,
         }
-        let method = self.settings.install.clone();
-        let version = target.version.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            install::activate(&method, &package, &version, recovering)
-        })
-        .await
-        .unwrap_or_else(|join| {
-            Err(Error::Install {
-                version: target.version.clone(),
-                message: join.to_string(),
-            })
-        });
+        let method = &self.settings.install;
+        let result = install::run_off_thread(
+            Part::Activate,
+            method,
+            &package,
+            &target.version,
+            recovering,
+        )
+        .await;
         if let Err(error) = result {
             return self.fail(target, error).await;
         }

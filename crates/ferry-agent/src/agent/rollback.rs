@@ -42,18 +42,9 @@ impl Agent {
         if let Some(previous) = self.state.current.clone() {
             let result: Result<(), Error> = async {
                 let package = self.cached_artifact(&previous).await?;
-                let method = self.settings.install.clone();
-                let version = previous.version.clone();
-                tokio::task::spawn_blocking(move || {
-                    install::install(&method, &package, &version, recovering)
-                })
-                .await
-                .unwrap_or_else(|join| {
-                    Err(Error::Install {
-                        version: previous.version.clone(),
-                        message: join.to_string(),
-                    })
-                })?;
+                let method = &self.settings.install;
+                install::install_off_thread(method, &package, &previous.version, recovering)
+                    .await?;
                 let pid = self.restart_service().await?;
                 health::check(&self.settings.health, &previous.version, pid).await
             }

@@ -131,77 +131,81 @@ fn trusted_key_path(key: &KeyFile) -> String {
     format!("{TRUSTED_KEY_DIR}/{}.pub", key.id)
 }
 
-/// The agent's TOML file, checked with the agent's own parser before it is printed.
+/// The agent's TOML file: an `AgentFile` written by the agent's own serialiser, checked with
+/// the agent's own settings resolution before it is printed.
 fn agent_config(args: &Args, keys: &[KeyFile]) -> anyhow::Result<String> {
-    let quote = |text: &str| toml::Value::String(text.to_owned()).to_string();
-    let mut text =
-        String::from("# Written by `ferry cloud-init`; docs/agent.md lists every key.\n");
-    let _ = writeln!(text, "store = {}", quote(&args.target.store.store));
-    if let Some(endpoint) = &args.target.store.s3_endpoint {
-        let _ = writeln!(text, "s3-endpoint = {}", quote(endpoint));
-    }
-    let _ = writeln!(text, "app = {}", quote(&args.target.app));
-    let _ = writeln!(text, "channel = {}", quote(&args.target.channel));
-    let trust: Vec<String> = keys
-        .iter()
-        .map(|key| quote(&trusted_key_path(key)))
-        .collect();
-    let _ = writeln!(text, "trust = [{}]", trust.join(", "));
-    if let Some(interval) = &args.interval {
-        let _ = writeln!(text, "interval = {}", quote(interval));
-    }
-    let _ = writeln!(text, "state-dir = \"/var/lib/ferry\"");
-    let _ = writeln!(text, "\n[install]\nmethod = {}", quote(&args.install));
-    match (args.install.as_str(), &args.install_root) {
-        ("unpack", Some(root)) => {
-            let _ = writeln!(text, "root = {}", quote(&root.display().to_string()));
-        }
+    use ferry_agent::config::{ConfigFile, HealthFile, InstallFile, RestartFile, SelfUpdateFile};
+    let install = match (args.install.as_str(), &args.install_root) {
+        ("unpack", Some(root)) => InstallFile {
+            method: "unpack".into(),
+            root: Some(root.clone()),
+            ..Default::default()
+        },
         ("unpack", None) => bail!("--install unpack needs --install-root DIR"),
-        ("dpkg", None) => {}
+        ("dpkg", None) => InstallFile {
+            method: "dpkg".into(),
+            ..Default::default()
+        },
         ("dpkg", Some(_)) => bail!("--install-root only applies to --install unpack"),
         (other, _) => bail!("--install {other:?} is not a method; use dpkg or unpack"),
-    }
-    match &args.restart_unit {
-        Some(unit) => {
-            let _ = writeln!(
-                text,
-                "\n[restart]\nmethod = \"systemd\"\nunit = {}",
-                quote(unit)
-            );
-        }
-        None => {
-            let _ = writeln!(text, "\n[restart]\nmethod = \"none\"");
-        }
-    }
-    if let Some(url) = &args.health_http {
-        let _ = writeln!(text, "\n[health]\nhttp = {}", quote(url));
-    }
-    if let Some(dir) = &args.config_dir {
-        let _ = writeln!(
-            text,
-            "\n[config]\ndir = {}",
-            quote(&dir.display().to_string())
-        );
-    }
-    if args.self_update {
-        let _ = writeln!(
-            text,
-            "\n[self-update]\napp = {}\nchannel = {}\nmethod = \"dpkg\"",
-            quote(&args.agent_app),
-            quote(&args.agent_channel)
-        );
-    }
+    };
+    let restart = match &args.restart_unit {
+        Some(unit) => RestartFile {
+            method: "systemd".into(),
+            unit: Some(unit.clone()),
+            ..Default::default()
+        },
+        None => RestartFile {
+            method: "none".into(),
+            ..Default::default()
+        },
+    };
+    let file = ferry_agent::AgentFile {
+        store: Some(args.target.store.store.clone()),
+        s3_endpoint: args.target.store.s3_endpoint.clone(),
+        app: Some(args.target.app.clone()),
+        channel: Some(args.target.channel.clone()),
+        trust: keys
+            .iter()
+            .map(|key| PathBuf::from(trusted_key_path(key)))
+            .collect(),
+        interval: args.interval.clone(),
+        state_dir: Some(PathBuf::from("/var/lib/ferry")),
+        install: Some(install),
+        restart: Some(restart),
+        health: args.health_http.as_ref().map(|url| HealthFile {
+            http: Some(url.clone()),
+            ..Default::default()
+        }),
+        config: args.config_dir.as_ref().map(|dir| ConfigFile {
+            dir: dir.clone(),
+            channel: None,
+        }),
+        self_update: args.self_update.then(|| SelfUpdateFile {
+            app: Some(args.agent_app.clone()),
+            channel: Some(args.agent_channel.clone()),
+            method: "dpkg".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
     let origin = Path::new(AGENT_CONFIG_PATH);
-    let file = ferry_agent::AgentFile::parse(&text, origin)
-        .context("internal error: the generated agent config does not parse")?;
     // A fixed host id: the server's own comes from its /etc/machine-id.
     let overrides = ferry_agent::Overrides {
         host_id: Some("cloud-init-check".to_owned()),
         ..Default::default()
     };
-    ferry_agent::Settings::resolve(file, overrides, origin, Path::new("/etc/machine-id"))
-        .context("the agent config these flags make is not valid")?;
-    Ok(text)
+    ferry_agent::Settings::resolve(
+        file.clone(),
+        overrides,
+        origin,
+        Path::new("/etc/machine-id"),
+    )
+    .context("the agent config these flags make is not valid")?;
+    Ok(format!(
+        "# Written by `ferry cloud-init`; docs/agent.md lists every key.\n{}",
+        file.to_toml()?
+    ))
 }
 
 fn url_fetch(url: &str, sha256: Option<&str>) -> anyhow::Result<Fetch> {

@@ -230,8 +230,9 @@ fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let store = args.target.store.open(false)?;
     let (entries, current) = runtime()?
         .block_on(async {
+            let target = ferry_config::config_target(&args.target.app, &args.target.channel);
             let entries =
-                ferry_config::history(&store, &args.target.app, &args.target.channel, args.last)
+                ferry_store::pointer::history::<ferry_config::Bundle>(&store, &target, args.last)
                     .await?;
             let current =
                 ferry_config::read_current(&store, &args.target.app, &args.target.channel).await?;
@@ -244,12 +245,12 @@ fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|entry| {
                 json!({
-                    "serial": entry.bundle.serial,
-                    "pushed_at": ferry_release::format_time(entry.bundle.pushed_at),
+                    "serial": entry.document.serial,
+                    "pushed_at": ferry_release::format_time(entry.document.pushed_at),
                     "key_id": entry.key_id.map(|id| id.to_string()),
-                    "current": Some(entry.bundle.serial) == current,
-                    "copied_from": entry.bundle.copied_from,
-                    "files": entry.bundle.files.iter().map(|file| &file.name).collect::<Vec<_>>(),
+                    "current": Some(entry.document.serial) == current,
+                    "copied_from": entry.document.copied_from,
+                    "files": entry.document.files.iter().map(|file| &file.name).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -265,25 +266,25 @@ fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     }
     println!("  {:>6}  {:<20}  {:<16}  files", "serial", "pushed", "key");
     for entry in &entries {
-        let mark = if Some(entry.bundle.serial) == current {
+        let mark = if Some(entry.document.serial) == current {
             "*"
         } else {
             " "
         };
         let copied = entry
-            .bundle
+            .document
             .copied_from
             .map(|serial| format!(" (= serial {serial})"))
             .unwrap_or_default();
         println!(
             "{mark} {:>6}  {:<20}  {:<16}  {}{copied}",
-            entry.bundle.serial,
-            ferry_release::format_time(entry.bundle.pushed_at),
+            entry.document.serial,
+            ferry_release::format_time(entry.document.pushed_at),
             entry
                 .key_id
                 .map(|id| id.to_string())
                 .unwrap_or_else(|| "?".to_owned()),
-            entry.bundle.summary(),
+            entry.document.summary(),
         );
     }
     Ok(ExitCode::SUCCESS)

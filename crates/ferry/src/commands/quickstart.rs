@@ -297,18 +297,7 @@ impl Session {
         self.step(
             &format!("roll back: a new signed pointer naming {VERSION_ONE} again"),
             |session| {
-                let key = session.dir.join("keys/release.key");
-                session.ferry_command(&[
-                    "rollback".as_ref(),
-                    "--store".as_ref(),
-                    session.store.as_ref(),
-                    "--app".as_ref(),
-                    APP.as_ref(),
-                    "--channel".as_ref(),
-                    CHANNEL.as_ref(),
-                    "--key".as_ref(),
-                    key.as_os_str(),
-                ])?;
+                session.on_channel("rollback", &[])?;
                 session.wait_for_version(VERSION_ONE)
             },
         )?;
@@ -394,51 +383,59 @@ dest = "/usr/share/hello-service/version"
 
     fn publish(&mut self, version: &str) -> anyhow::Result<()> {
         let package = self.package_path(version)?;
+        self.on_channel("publish", &[package.as_os_str()])
+    }
+
+    /// `ferry SUBCOMMAND` on the quickstart's store, app and channel, signed with its key.
+    fn on_channel(&self, subcommand: &str, extra: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
         let key = self.dir.join("keys/release.key");
-        self.ferry_command(&[
-            "publish".as_ref(),
+        let store = self.store.clone();
+        let mut arguments: Vec<&std::ffi::OsStr> = vec![
+            subcommand.as_ref(),
             "--store".as_ref(),
-            self.store.as_ref(),
+            store.as_ref(),
             "--app".as_ref(),
             APP.as_ref(),
             "--channel".as_ref(),
             CHANNEL.as_ref(),
             "--key".as_ref(),
             key.as_os_str(),
-            package.as_os_str(),
-        ])
+        ];
+        arguments.extend_from_slice(extra);
+        self.ferry_command(&arguments)
     }
 
     fn write_agent_config(&self) -> anyhow::Result<PathBuf> {
         let path = self.dir.join("host/agent.toml");
+        use ferry_agent::config::{HealthFile, InstallFile, RestartFile};
+        let file = ferry_agent::AgentFile {
+            store: Some(self.store.clone()),
+            app: Some(APP.into()),
+            channel: Some(CHANNEL.into()),
+            trust: vec![self.dir.join("keys/release.pub")],
+            interval: Some("1s".into()),
+            state_dir: Some(self.dir.join("host/state")),
+            host_id: Some("quickstart".into()),
+            install: Some(InstallFile {
+                method: "unpack".into(),
+                root: Some(self.dir.join("host/srv")),
+                ..Default::default()
+            }),
+            restart: Some(RestartFile {
+                method: "supervisor".into(),
+                control: Some(self.dir.join("host/hello.sock")),
+                ..Default::default()
+            }),
+            health: Some(HealthFile {
+                http: Some(format!("http://{}/health", self.address)),
+                timeout: Some("20s".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
         let text = format!(
-            r#"# The agent's whole configuration for this host.
-store = {store}
-app = "{APP}"
-channel = "{CHANNEL}"
-trust = [{trust}]
-interval = "1s"
-state-dir = {state}
-host-id = "quickstart"
-
-[install]
-method = "unpack"
-root = {root}
-
-[restart]
-method = "supervisor"
-control = {control}
-
-[health]
-http = "http://{address}/health"
-timeout = "20s"
-"#,
-            store = toml_string(&self.store),
-            trust = toml_string(&self.dir.join("keys/release.pub").display().to_string()),
-            state = toml_string(&self.dir.join("host/state").display().to_string()),
-            root = toml_string(&self.dir.join("host/srv").display().to_string()),
-            control = toml_string(&self.dir.join("host/hello.sock").display().to_string()),
-            address = self.address,
+            "# The agent's whole configuration for this host.\n{}",
+            file.to_toml()?
         );
         std::fs::write(&path, text)?;
         println!("    {}:", path.display());

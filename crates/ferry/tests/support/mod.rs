@@ -1,3 +1,4 @@
 //! Helpers shared by the agent test suites.
 
+pub mod faults;
 pub mod world;

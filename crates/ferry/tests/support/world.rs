@@ -4,7 +4,7 @@
 //! Shared by `tests/agent.rs` and `tests/hardening.rs`.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -114,23 +114,7 @@ pub fn build_deb_with_files(
 }
 
 /// A GET on a fresh connection; `None` when nothing answers.
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    Some((status, body))
-}
+pub use ferry_testutil::fleet::http_get;
 
 /// The version the service answers on `/`, waiting up to 10 s for it to equal `expected`.
 pub fn wait_for_version(port: u16, expected: &str) -> String {
@@ -363,25 +347,25 @@ host-id = "test-host"
         }
     }
 
-    /// `ferry publish` of a .deb to the channel.
-    pub fn publish(&self, deb: &Path, _version: &str) {
+    /// `ferry SUBCOMMAND` on this world's channel, signed with its key (the S3 endpoint and
+    /// credentials set when the store is S3); more arguments can be added before it runs.
+    pub fn channel_command(&self, subcommand: &str) -> Command {
         let mut command = ferry();
         command
-            .args([
-                "publish",
-                "--app",
-                APP,
-                "--channel",
-                CHANNEL,
-                "--store",
-                &self.store_url,
-                "--key",
-            ])
-            .arg(self.dir.join("release.key"))
-            .arg(deb);
+            .args([subcommand, "--app", APP, "--channel", CHANNEL, "--store"])
+            .arg(&self.store_url)
+            .arg("--key")
+            .arg(self.dir.join("release.key"));
         if let Some(server) = &self.s3 {
             server.apply(&mut command);
         }
+        command
+    }
+
+    /// `ferry publish` of a .deb to the channel.
+    pub fn publish(&self, deb: &Path, _version: &str) {
+        let mut command = self.channel_command("publish");
+        command.arg(deb);
         assert_ok(
             &run_bounded(&mut command, Duration::from_secs(60)),
             "ferry publish",
@@ -390,24 +374,8 @@ host-id = "test-host"
 
     /// `ferry rollback --to VERSION`: a new, higher serial naming an earlier release.
     pub fn rollback_to(&self, version: &str) {
-        let mut command = ferry();
-        command
-            .args([
-                "rollback",
-                "--app",
-                APP,
-                "--channel",
-                CHANNEL,
-                "--store",
-                &self.store_url,
-                "--to",
-                version,
-                "--key",
-            ])
-            .arg(self.dir.join("release.key"));
-        if let Some(server) = &self.s3 {
-            server.apply(&mut command);
-        }
+        let mut command = self.channel_command("rollback");
+        command.args(["--to", version]);
         assert_ok(
             &run_bounded(&mut command, Duration::from_secs(60)),
             "ferry rollback",

@@ -1,0 +1,222 @@
+//! The agent's TOML file as the operator writes it: every key, typo-proof
+//! (`deny_unknown_fields`), read through the bounded reader, and written back by the one
+//! writer ferry has for agent files ([`AgentFile::to_toml`]). `config.rs` resolves it, with
+//! the command line and environment, into settings.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// The agent's TOML file, exactly as written by the operator.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AgentFile {
+    /// The store URL: `file:///srv/ferry` or `s3://bucket/prefix`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// A custom S3 endpoint (MinIO, a local test server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_endpoint: Option<String>,
+    /// The application name, as published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// The channel to follow (default `stable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Paths of trusted minisign public keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust: Vec<PathBuf>,
+    /// Time between polls (default `10s`), e.g. `"30s"`, `"500ms"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// Random extra delay added to each interval, up to this much (default a tenth of the interval).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<String>,
+    /// The longest wait between retries while the store fails (default `5m`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backoff_max: Option<String>,
+    /// Where the journal lives (default `/var/lib/ferry`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+    /// Where downloaded artifacts are kept (default `<state-dir>/cache`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<PathBuf>,
+    /// This host's id (default: the contents of `/etc/machine-id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
+    /// The Debian architecture to install (default: this machine's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
+    /// Write status reports to `apps/<app>/hosts/<host-id>.json` (default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<bool>,
+    /// How many artifacts to keep in the cache, the current one included (default 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_artifacts: Option<usize>,
+    /// How to install a release.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub install: Option<InstallFile>,
+    /// How to make the service pick up a new release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartFile>,
+    /// How to tell whether the new release works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthFile>,
+    /// Config bundles: where their files go (see docs/config.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigFile>,
+    /// The agent updating itself from ferry's own channel (see docs/provisioning.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_update: Option<SelfUpdateFile>,
+}
+
+/// `[config]`: config bundles.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConfigFile {
+    /// The directory the bundle's files are written into.
+    pub dir: PathBuf,
+    /// The config channel (default: the agent's channel).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// `[self-update]`: the agent follows ferry's own channel.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SelfUpdateFile {
+    /// The app holding ferry's package (default `ferry`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// Its channel (default `stable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// `dpkg` or `unpack`.
+    pub method: String,
+    /// unpack: the directory holding releases/<version>/ and `current`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    /// The binary to re-execute into (default `/usr/bin/ferry`, or `<root>/current/usr/bin/ferry`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binary: Option<PathBuf>,
+    /// dpkg: the program (default `dpkg`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dpkg: Option<PathBuf>,
+    /// dpkg: extra arguments before the action.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dpkg_args: Vec<String>,
+}
+
+/// `[install]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct InstallFile {
+    /// `unpack` or `dpkg`.
+    pub method: String,
+    /// unpack: the directory holding `releases/<version>/` and the `current` link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    /// unpack: how many releases to keep under `releases/` (default 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep: Option<usize>,
+    /// dpkg: the program to run (default `dpkg`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dpkg: Option<PathBuf>,
+    /// dpkg: extra arguments put before the action, e.g. `["--root=/sandbox"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dpkg_args: Vec<String>,
+    /// dpkg: how long to wait for the dpkg lock (default `5m`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock_timeout: Option<String>,
+}
+
+/// `[restart]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RestartFile {
+    /// `supervisor`, `systemd`, `signal`, `exec` or `none`.
+    pub method: String,
+    /// supervisor: the control socket of `ferry run --control`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<PathBuf>,
+    /// systemd / signal: the unit name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// signal: the pidfile to read the PID from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pidfile: Option<PathBuf>,
+    /// signal: the signal's name (default `HUP`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// exec: the command and its arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// How long the restart may take (default `60s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// `[health]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HealthFile {
+    /// GET this `http://` URL and expect a 2xx answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    /// With `http`: the body must contain this text; `{version}` stands for the release's version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect_body: Option<String>,
+    /// Connect to this `host:port`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<String>,
+    /// Run this command and expect exit status 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// The service's process must still be alive after this long (e.g. `"5s"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running_for: Option<String>,
+    /// For `running-for` with a restart method that does not report a PID: read it here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pidfile: Option<PathBuf>,
+    /// The deadline for the check to pass (default `20s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Time between attempts within the deadline (default `250ms`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
+    /// Passes in a row needed (default 3), so one answer from a draining old process does
+    /// not count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub successes: Option<u32>,
+}
+
+/// An agent file is a few KiB; anything past this is not one.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+impl AgentFile {
+    /// The file as TOML text: the one writer of agent files (cloud-init, the quickstart and
+    /// the test fleets build an `AgentFile` and call this; no hand-built TOML).
+    pub fn to_toml(&self) -> Result<String, Error> {
+        toml::to_string(self).map_err(|error| Error::Config {
+            path: PathBuf::from("agent.toml"),
+            message: format!("cannot write the agent file: {error}"),
+        })
+    }
+
+    /// Parse the TOML text of an agent file; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<AgentFile, Error> {
+        toml::from_str(text).map_err(|source| Error::Config {
+            path: origin.to_path_buf(),
+            message: source.to_string(),
+        })
+    }
+
+    /// Read and parse an agent file.
+    pub fn read(path: &Path) -> Result<AgentFile, Error> {
+        let text = ferry_release::read_local_text(path, MAX_CONFIG_BYTES)
+            .map_err(|cause| Error::io("read the agent config", path, cause))?;
+        AgentFile::parse(&text, path)
+    }
+}

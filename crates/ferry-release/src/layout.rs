@@ -1,0 +1,92 @@
+//! Every path of the store layout (DESIGN.md "Store layout"), in one place. Publishers, agents,
+//! status readers and bundles all build their paths here, so the layout cannot drift between
+//! the one who writes an object and the one who reads it.
+
+/// Where content-addressed artifacts live.
+pub const ARTIFACTS: &str = "artifacts";
+/// Where ferry keeps small objects of its own (the conditional-write probe verdict, the
+/// `file://` swap lock).
+pub const FERRY_PRIVATE: &str = ".ferry";
+/// The folder holding every app.
+pub const APPS: &str = "apps";
+
+/// `artifacts/<sha256>.deb`.
+pub fn artifact(sha256: &str) -> String {
+    format!("{ARTIFACTS}/{sha256}.deb")
+}
+
+/// `artifacts/<sha256>.deb.minisig`, the artifact's detached signature.
+pub fn artifact_signature(sha256: &str) -> String {
+    format!("{}.minisig", artifact(sha256))
+}
+
+/// `apps/<app>/releases/<version>.json`.
+pub fn release(app: &str, version: &str) -> String {
+    format!("{APPS}/{app}/releases/{version}.json")
+}
+
+/// `apps/<app>/channels/<channel>.json`, the pointer agents poll.
+pub fn channel(app: &str, channel: &str) -> String {
+    format!("{APPS}/{app}/channels/{channel}.json")
+}
+
+/// `apps/<app>/channels/<channel>/history`, every state the pointer was in.
+pub fn channel_history_prefix(app: &str, channel: &str) -> String {
+    format!("{APPS}/{app}/channels/{channel}/history")
+}
+
+/// `apps/<app>/channels/<channel>/history/<serial>.json`.
+pub fn channel_history(app: &str, channel: &str, serial: u64) -> String {
+    format!("{}/{serial}.json", channel_history_prefix(app, channel))
+}
+
+/// `apps/<app>/hosts`, the folder of host reports.
+pub fn hosts_prefix(app: &str) -> String {
+    format!("{APPS}/{app}/hosts")
+}
+
+/// `apps/<app>/hosts/<host-id>.json`, one host's report.
+pub fn host_report(app: &str, host_id: &str) -> String {
+    format!("{}/{host_id}.json", hosts_prefix(app))
+}
+
+/// `apps/<app>/config/<channel>.json`, the config pointer agents poll.
+pub fn config(app: &str, channel: &str) -> String {
+    format!("{APPS}/{app}/config/{channel}.json")
+}
+
+/// `apps/<app>/config/<channel>`, every bundle ever pushed.
+pub fn config_history_prefix(app: &str, channel: &str) -> String {
+    format!("{APPS}/{app}/config/{channel}")
+}
+
+/// `apps/<app>/config/<channel>/<serial>.json`, one immutable bundle.
+pub fn config_history(app: &str, channel: &str, serial: u64) -> String {
+    format!("{}/{serial}.json", config_history_prefix(app, channel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_follow_the_documented_layout() {
+        assert_eq!(artifact("ab"), "artifacts/ab.deb");
+        assert_eq!(artifact_signature("ab"), "artifacts/ab.deb.minisig");
+        assert_eq!(release("hello", "1.0"), "apps/hello/releases/1.0.json");
+        assert_eq!(
+            channel("hello", "stable"),
+            "apps/hello/channels/stable.json"
+        );
+        assert_eq!(
+            channel_history("hello", "stable", 7),
+            "apps/hello/channels/stable/history/7.json"
+        );
+        assert_eq!(host_report("hello", "web-1"), "apps/hello/hosts/web-1.json");
+        assert_eq!(config("hello", "stable"), "apps/hello/config/stable.json");
+        assert_eq!(
+            config_history("hello", "stable", 3),
+            "apps/hello/config/stable/3.json"
+        );
+    }
+}
