@@ -33,8 +33,8 @@ pub use publish::{
     plan_publish, repoint_channel, rollback_channel, set_paused, validate_target,
 };
 pub use store::{
-    ConditionalPut, CreateOutcome, Fetched, MULTIPART_THRESHOLD, Object, ObjectInfo, Store,
-    StoreOptions, SwapOutcome,
+    ConditionalPut, CreateOutcome, Credentials, Fetched, MULTIPART_THRESHOLD, Object, ObjectInfo,
+    Store, StoreOptions, SwapOutcome,
 };
 pub use verify::{ChannelReport, verify_channel};
 

@@ -12,7 +12,7 @@ use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
 use crate::error::Error;
-use crate::store::{Backend, Store, StoreOptions};
+use crate::store::{Backend, Credentials, Store, StoreOptions};
 
 impl Store {
     /// Open a store from its URL.
@@ -72,28 +72,13 @@ impl Store {
             return Err(invalid("no bucket name after s3://"));
         }
         let prefix = prefix.trim_matches('/');
+        // The caller (the binary's env.rs) resolved the endpoint and the credential sources;
+        // the S3 client itself reads the standard AWS credential variables.
         let endpoint = options
             .s3_endpoint
             .clone()
-            .filter(|endpoint| !endpoint.is_empty())
-            .or_else(|| {
-                std::env::var("AWS_ENDPOINT_URL_S3")
-                    .ok()
-                    .filter(|value| !value.is_empty())
-            })
-            .or_else(|| {
-                std::env::var("AWS_ENDPOINT_URL")
-                    .ok()
-                    .filter(|value| !value.is_empty())
-            });
-        let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
-        let metadata_disabled = std::env::var("AWS_EC2_METADATA_DISABLED")
-            .is_ok_and(|value| value.eq_ignore_ascii_case("true"));
-        let has_other_credentials = set("AWS_ACCESS_KEY_ID")
-            || set("AWS_WEB_IDENTITY_TOKEN_FILE")
-            || set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
-            || set("AWS_CONTAINER_CREDENTIALS_FULL_URI");
-        if metadata_disabled && !has_other_credentials {
+            .filter(|endpoint| !endpoint.is_empty());
+        if options.credentials == Credentials::Missing {
             // object_store would ask the instance metadata service anyway; honour the standard
             // AWS switch instead and say what is missing.
             return Err(Error::NoCredentials { url: url_clean });

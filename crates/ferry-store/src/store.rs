@@ -34,9 +34,12 @@ const CONDITIONAL_PUT_MARKER: &str = ".ferry/conditional-put-ok";
 /// How to reach a store. The defaults make a dead store fail within seconds.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// A custom S3 endpoint (`http://127.0.0.1:9000`, `https://minio.example`). When unset,
-    /// `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` from the environment, else AWS itself.
+    /// A custom S3 endpoint (`http://127.0.0.1:9000`, `https://minio.example`); AWS itself
+    /// when unset. The binary fills it from `--s3-endpoint`, `FERRY_S3_ENDPOINT`,
+    /// `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`.
     pub s3_endpoint: Option<String>,
+    /// Where S3 credentials can come from, as the caller found the environment.
+    pub credentials: Credentials,
     /// Time allowed to open a connection.
     pub connect_timeout: Duration,
     /// Time allowed for one request (one part of a multipart upload).
@@ -56,6 +59,7 @@ impl Default for StoreOptions {
     fn default() -> StoreOptions {
         StoreOptions {
             s3_endpoint: None,
+            credentials: Credentials::Standard,
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(60),
             max_retries: 2,
@@ -74,6 +78,16 @@ pub(crate) enum Backend {
         planned: bool,
     },
     S3,
+}
+
+/// Where S3 credentials can come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials {
+    /// The standard chain: environment, web identity, container, instance metadata.
+    Standard,
+    /// None: the instance metadata service is switched off (`AWS_EC2_METADATA_DISABLED`) and
+    /// the environment names no credentials. Opening an S3 store says so instead of trying.
+    Missing,
 }
 
 /// An object read from the store.

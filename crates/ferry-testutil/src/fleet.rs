@@ -166,12 +166,8 @@ impl Publisher {
     }
 
     fn ferry(&self, arguments: &[&std::ffi::OsStr]) -> Output {
-        let mut command = Command::new(&self.ferry);
-        command
-            .args(arguments)
-            .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
+        let mut command = crate::ferry_command(&self.ferry);
+        command.args(arguments);
         for (name, value) in &self.environment {
             command.env(name, value);
         }

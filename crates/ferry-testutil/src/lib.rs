@@ -66,6 +66,25 @@ impl Drop for Dir {
     }
 }
 
+/// The `ferry` binary at `binary` (a test's `CARGO_BIN_EXE_ferry`) as every CLI test runs
+/// it: none of the test process's `FERRY_*`, `AWS_*` or `RUST_LOG` variables leak in, the
+/// instance metadata service is never asked for credentials, no colours, no stdin. A test
+/// adds the environment it means (an S3 server's endpoint and keys) on top.
+pub fn ferry_command(binary: &Path) -> Command {
+    let mut command = Command::new(binary);
+    for (name, _) in std::env::vars_os() {
+        let text = name.to_string_lossy();
+        if text.starts_with("FERRY_") || text.starts_with("AWS_") || text == "RUST_LOG" {
+            command.env_remove(&name);
+        }
+    }
+    command
+        .env("NO_COLOR", "1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(std::process::Stdio::null());
+    command
+}
+
 /// A spawned child process that is killed (and reaped) when dropped, so a failing test
 /// never leaves servers behind.
 pub struct ChildGuard {

@@ -4,7 +4,7 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::fleet::run_bounded;
@@ -27,16 +27,8 @@ impl Ferry {
 
     /// A command ready to spawn.
     pub fn command<S: AsRef<OsStr>>(&self, arguments: &[S]) -> Command {
-        let mut command = Command::new(&self.binary);
-        command.args(arguments).stdin(Stdio::null());
-        for (name, _) in std::env::vars() {
-            if name.starts_with("FERRY_") || name.starts_with("AWS_") || name == "RUST_LOG" {
-                command.env_remove(name);
-            }
-        }
-        command
-            .env("NO_COLOR", "1")
-            .env("AWS_EC2_METADATA_DISABLED", "true");
+        let mut command = crate::ferry_command(&self.binary);
+        command.args(arguments);
         for (name, value) in &self.environment {
             command.env(name, value);
         }

@@ -55,3 +55,58 @@ pub fn trust_from_env() -> Option<Vec<std::path::PathBuf>> {
         .collect();
     (!paths.is_empty()).then_some(paths)
 }
+
+// The AWS variables ferry itself looks at (the S3 client reads the credential ones too).
+/// An S3 endpoint for every AWS tool; `FERRY_S3_ENDPOINT` / `--s3-endpoint` win over it.
+pub const AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
+/// The S3-only form of [`AWS_ENDPOINT_URL`], which it wins over.
+pub const AWS_ENDPOINT_URL_S3: &str = "AWS_ENDPOINT_URL_S3";
+/// `true`: never ask the EC2 instance metadata service for credentials.
+pub const AWS_EC2_METADATA_DISABLED: &str = "AWS_EC2_METADATA_DISABLED";
+/// The credential sources that work without the instance metadata service.
+const AWS_CREDENTIAL_VARIABLES: [&str; 4] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+];
+
+fn set(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
+/// Store options from the environment: `flag` (`--s3-endpoint`, which clap already filled
+/// from `FERRY_S3_ENDPOINT`) else `AWS_ENDPOINT_URL_S3` else `AWS_ENDPOINT_URL`; credentials
+/// missing when the metadata service is switched off and no other source is set.
+pub fn store_options(flag: Option<String>) -> ferry_store::StoreOptions {
+    let s3_endpoint = flag
+        .filter(|value| !value.is_empty())
+        .or_else(|| set(AWS_ENDPOINT_URL_S3))
+        .or_else(|| set(AWS_ENDPOINT_URL));
+    let metadata_disabled =
+        set(AWS_EC2_METADATA_DISABLED).is_some_and(|value| value.eq_ignore_ascii_case("true"));
+    let credentials = if metadata_disabled
+        && !AWS_CREDENTIAL_VARIABLES
+            .iter()
+            .any(|name| set(name).is_some())
+    {
+        ferry_store::Credentials::Missing
+    } else {
+        ferry_store::Credentials::Standard
+    };
+    ferry_store::StoreOptions {
+        s3_endpoint,
+        credentials,
+        ..ferry_store::StoreOptions::default()
+    }
+}
+
+/// Where `ferry verify` keeps its state by default: `$XDG_STATE_HOME/ferry/verify-state.json`,
+/// else `$HOME/.local/state/ferry/verify-state.json`; `None` when neither is set.
+pub fn default_verify_state() -> Option<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|value| !value.is_empty()) {
+        return Some(std::path::PathBuf::from(dir).join("ferry/verify-state.json"));
+    }
+    let home = std::env::var_os("HOME")?;
+    Some(std::path::PathBuf::from(home).join(".local/state/ferry/verify-state.json"))
+}

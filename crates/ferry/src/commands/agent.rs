@@ -132,10 +132,7 @@ fn run_agent(
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let options = ferry_store::StoreOptions {
-            s3_endpoint: settings.s3_endpoint.clone(),
-            ..Default::default()
-        };
+        let options = env::store_options(settings.s3_endpoint.clone());
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
         // A store that is down when the agent starts (a file:// directory not mounted yet) is

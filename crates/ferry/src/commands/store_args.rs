@@ -51,10 +51,11 @@ impl StoreArgs {
         })
     }
 
-    fn open_with(&self, options: StoreOptions) -> anyhow::Result<Store> {
+    fn open_with(&self, local: StoreOptions) -> anyhow::Result<Store> {
         let options = StoreOptions {
-            s3_endpoint: self.s3_endpoint.clone(),
-            ..options
+            create_local_root: local.create_local_root,
+            missing_local_root_is_empty: local.missing_local_root_is_empty,
+            ..env::store_options(self.s3_endpoint.clone())
         };
         Store::open(&self.store, &options)
             .with_context(|| format!("cannot open store {}", self.store))

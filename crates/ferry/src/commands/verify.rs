@@ -42,12 +42,8 @@ pub struct Args {
 }
 
 fn default_state_path() -> anyhow::Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|value| !value.is_empty()) {
-        return Ok(PathBuf::from(dir).join("ferry/verify-state.json"));
-    }
-    let home = std::env::var_os("HOME")
-        .context("neither --state, FERRY_VERIFY_STATE, XDG_STATE_HOME nor HOME is set")?;
-    Ok(PathBuf::from(home).join(".local/state/ferry/verify-state.json"))
+    env::default_verify_state()
+        .context("neither --state, FERRY_VERIFY_STATE, XDG_STATE_HOME nor HOME is set")
 }
 
 fn read_state(path: &Path) -> anyhow::Result<BTreeMap<String, u64>> {

@@ -60,18 +60,9 @@ impl Fixture {
     /// The binary with a clean environment: the test store's endpoint and credentials, a
     /// private verify-state file, and no FERRY_* settings leaking in from outside.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
-        command
-            .args(args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null());
-        for (name, _) in std::env::vars() {
-            if name.starts_with("FERRY_") || name.starts_with("AWS_") {
-                command.env_remove(name);
-            }
-        }
+        let mut command = ferry_testutil::ferry_command(Path::new(env!("CARGO_BIN_EXE_ferry")));
+        command.args(args).current_dir(self.dir.path());
         command.env("FERRY_VERIFY_STATE", self.dir.join("verify-state.json"));
-        command.env("AWS_EC2_METADATA_DISABLED", "true");
         if let Some(server) = &self.server {
             server.apply(&mut command);
         }

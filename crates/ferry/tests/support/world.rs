@@ -22,9 +22,7 @@ pub const APP: &str = "hello";
 pub const CHANNEL: &str = "stable";
 
 pub fn ferry() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    command.env_remove("RUST_LOG").env("NO_COLOR", "1");
-    command
+    ferry_testutil::ferry_command(Path::new(env!("CARGO_BIN_EXE_ferry")))
 }
 
 pub fn host_architecture() -> String {
