@@ -261,24 +261,25 @@ echo $! > "$pidfile"
         } else {
             self.install.clone()
         };
-        let text = format!(
-            r#"store = "{store}"
-app = "{APP}"
-channel = "{CHANNEL}"
-trust = ["{dir}/release.pub"]
-interval = "100ms"
-backoff-max = "1s"
-state-dir = "{dir}/state"
-host-id = "test-host"
-[install]
-{install}
-[restart]
-{restart}
-[health]
-{health}
-"#,
-            store = self.store_url
-        );
+        // Through the agent's own writer: the bodies above are parsed into its types first.
+        fn table<T: serde::de::DeserializeOwned>(body: &str) -> T {
+            toml::from_str(body).unwrap_or_else(|error| panic!("{body:?}: {error}"))
+        }
+        let file = ferry_agent::AgentFile {
+            store: Some(self.store_url.clone()),
+            app: Some(APP.into()),
+            channel: Some(CHANNEL.into()),
+            trust: vec![self.dir.join("release.pub")],
+            interval: Some("100ms".into()),
+            backoff_max: Some("1s".into()),
+            state_dir: Some(self.dir.join("state")),
+            host_id: Some("test-host".into()),
+            install: Some(table(&install)),
+            restart: Some(table(&restart)),
+            health: Some(table(health)),
+            ..Default::default()
+        };
+        let text = file.to_toml().unwrap();
         std::fs::write(self.config_path(), text).unwrap();
     }
 
