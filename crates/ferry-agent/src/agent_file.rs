@@ -109,53 +109,91 @@ pub struct SelfUpdateFile {
     pub dpkg_args: Vec<String>,
 }
 
-/// `[install]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct InstallFile {
-    /// `unpack` or `dpkg`.
-    pub method: String,
-    /// unpack: the directory holding `releases/<version>/` and the `current` link.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub root: Option<PathBuf>,
-    /// unpack: how many releases to keep under `releases/` (default 3).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub keep: Option<usize>,
-    /// dpkg: the program to run (default `dpkg`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dpkg: Option<PathBuf>,
-    /// dpkg: extra arguments put before the action, e.g. `["--root=/sandbox"]`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub dpkg_args: Vec<String>,
-    /// dpkg: how long to wait for the dpkg lock (default `5m`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lock_timeout: Option<String>,
+/// `[install]`, chosen by its `method` key; each method takes only its own keys.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(
+    tag = "method",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    deny_unknown_fields
+)]
+pub enum InstallFile {
+    /// `method = "unpack"`: data.tar into `<root>/releases/<version>/`, `current` switched.
+    Unpack {
+        /// The directory holding `releases/<version>/` and the `current` link.
+        root: PathBuf,
+        /// How many releases to keep under `releases/` (default 3).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keep: Option<usize>,
+    },
+    /// `method = "dpkg"`: `dpkg -i`.
+    Dpkg {
+        /// The program to run (default `dpkg`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dpkg: Option<PathBuf>,
+        /// Extra arguments put before the action, e.g. `["--root=/sandbox"]`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        dpkg_args: Vec<String>,
+        /// How long to wait for the dpkg lock (default `5m`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lock_timeout: Option<String>,
+    },
 }
 
-/// `[restart]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RestartFile {
-    /// `supervisor`, `systemd`, `signal`, `exec` or `none`.
-    pub method: String,
-    /// supervisor: the control socket of `ferry run --control`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub control: Option<PathBuf>,
-    /// systemd / signal: the unit name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unit: Option<String>,
-    /// signal: the pidfile to read the PID from.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pidfile: Option<PathBuf>,
-    /// signal: the signal's name (default `HUP`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signal: Option<String>,
-    /// exec: the command and its arguments.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub command: Vec<String>,
-    /// How long the restart may take (default `60s`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
+/// `[restart]`, chosen by its `method` key; each method takes only its own keys.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(
+    tag = "method",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    deny_unknown_fields
+)]
+pub enum RestartFile {
+    /// `method = "supervisor"`: a zero-downtime swap by `ferry run --control SOCKET`.
+    Supervisor {
+        /// The control socket of `ferry run --control`.
+        control: PathBuf,
+        /// How long the swap may take (default `60s`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout: Option<String>,
+    },
+    /// `method = "systemd"`: `systemctl reload-or-restart UNIT`.
+    Systemd {
+        /// The unit.
+        unit: String,
+        /// How long systemctl may take (default `60s`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout: Option<String>,
+    },
+    /// `method = "signal"`: a signal to the PID in `pidfile` or to `unit`'s MainPID.
+    Signal {
+        /// The pidfile to read the PID from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pidfile: Option<PathBuf>,
+        /// The unit whose MainPID gets the signal.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unit: Option<String>,
+        /// The signal's name (default `HUP`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<String>,
+        /// Accepted as for every method; sending a signal takes no time to wait for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout: Option<String>,
+    },
+    /// `method = "exec"`: run a command.
+    Exec {
+        /// The command and its arguments.
+        command: Vec<String>,
+        /// How long it may run (default `60s`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout: Option<String>,
+    },
+    /// `method = "none"`: nothing (the package's postinst restarts the service, say).
+    None {
+        /// Accepted as for every method; there is nothing to wait for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout: Option<String>,
+    },
 }
 
 /// `[health]`.

@@ -328,18 +328,29 @@ impl Settings {
                         format!("[self-update] {app:?}/{channel:?} is not a valid app/channel"),
                     ));
                 }
-                let install = resolve_install(
-                    InstallFile {
-                        method: self_update.method,
-                        root: self_update.root,
+                let file = match self_update.method.as_str() {
+                    "unpack" => InstallFile::Unpack {
+                        root: self_update.root.ok_or_else(|| {
+                            config_error(origin, "[self-update] method \"unpack\" needs `root`")
+                        })?,
                         keep: None,
+                    },
+                    "dpkg" => InstallFile::Dpkg {
                         dpkg: self_update.dpkg,
                         dpkg_args: self_update.dpkg_args,
                         lock_timeout: None,
                     },
-                    origin,
-                )
-                .map_err(|error| config_error(origin, format!("[self-update]: {error}")))?;
+                    other => {
+                        return Err(config_error(
+                            origin,
+                            format!(
+                                "[self-update] method {other:?} is unknown; use \"unpack\" or \"dpkg\""
+                            ),
+                        ));
+                    }
+                };
+                let install = resolve_install(file, origin)
+                    .map_err(|error| config_error(origin, format!("[self-update]: {error}")))?;
                 let binary = self_update.binary.unwrap_or_else(|| match &install {
                     Install::Unpack { root, .. } => root.join("current/usr/bin/ferry"),
                     Install::Dpkg { .. } => PathBuf::from("/usr/bin/ferry"),
@@ -381,12 +392,9 @@ impl Settings {
 }
 
 fn resolve_install(file: InstallFile, origin: &Path) -> Result<Install, Error> {
-    match file.method.as_str() {
-        "unpack" => {
-            let root = file
-                .root
-                .ok_or_else(|| config_error(origin, "[install] method \"unpack\" needs `root` (the directory for releases/ and current)"))?;
-            let keep = file.keep.unwrap_or(3);
+    match file {
+        InstallFile::Unpack { root, keep } => {
+            let keep = keep.unwrap_or(3);
             if keep < 2 {
                 return Err(config_error(
                     origin,
@@ -395,43 +403,55 @@ fn resolve_install(file: InstallFile, origin: &Path) -> Result<Install, Error> {
             }
             Ok(Install::Unpack { root, keep })
         }
-        "dpkg" => Ok(Install::Dpkg {
-            program: file.dpkg.unwrap_or_else(|| PathBuf::from("dpkg")),
-            extra_args: file.dpkg_args,
+        InstallFile::Dpkg {
+            dpkg,
+            dpkg_args,
+            lock_timeout,
+        } => Ok(Install::Dpkg {
+            program: dpkg.unwrap_or_else(|| PathBuf::from("dpkg")),
+            extra_args: dpkg_args,
             lock_timeout: duration_or(
-                file.lock_timeout.as_ref(),
+                lock_timeout.as_ref(),
                 "install.lock-timeout",
                 Duration::from_secs(300),
                 origin,
             )?,
         }),
-        other => Err(config_error(
-            origin,
-            format!("[install] method {other:?} is unknown; use \"unpack\" or \"dpkg\""),
-        )),
     }
 }
 
 fn resolve_restart(file: RestartFile, origin: &Path) -> Result<Restart, Error> {
-    let timeout = duration_or(
-        file.timeout.as_ref(),
-        "restart.timeout",
-        Duration::from_secs(60),
-        origin,
-    )?;
-    match file.method.as_str() {
-        "supervisor" => Ok(Restart::Supervisor {
-            control: file
-                .control
-                .ok_or_else(|| config_error(origin, "[restart] method \"supervisor\" needs `control` (the socket of `ferry run --control`)"))?,
-            timeout,
+    let timeout = |text: Option<String>| {
+        duration_or(
+            text.as_ref(),
+            "restart.timeout",
+            Duration::from_secs(60),
+            origin,
+        )
+    };
+    match file {
+        RestartFile::Supervisor {
+            control,
+            timeout: given,
+        } => Ok(Restart::Supervisor {
+            control,
+            timeout: timeout(given)?,
         }),
-        "systemd" => Ok(Restart::Systemd {
-            unit: file.unit.ok_or_else(|| config_error(origin, "[restart] method \"systemd\" needs `unit`"))?,
-            timeout,
+        RestartFile::Systemd {
+            unit,
+            timeout: given,
+        } => Ok(Restart::Systemd {
+            unit,
+            timeout: timeout(given)?,
         }),
-        "signal" => {
-            let target = match (file.pidfile, file.unit) {
+        RestartFile::Signal {
+            pidfile,
+            unit,
+            signal,
+            timeout: given,
+        } => {
+            timeout(given)?; // still checked: a typo in it is an error, as before
+            let target = match (pidfile, unit) {
                 (Some(pidfile), None) => SignalTarget::Pidfile(pidfile),
                 (None, Some(unit)) => SignalTarget::Unit(unit),
                 _ => {
@@ -441,22 +461,40 @@ fn resolve_restart(file: RestartFile, origin: &Path) -> Result<Restart, Error> {
                     ));
                 }
             };
-            let signal_name = file.signal.unwrap_or_else(|| "HUP".to_string());
-            let signal = signal_number(&signal_name)
-                .ok_or_else(|| config_error(origin, format!("[restart] signal {signal_name:?} is unknown (use e.g. \"HUP\", \"USR2\")")))?;
-            Ok(Restart::Signal { target, signal, signal_name })
+            let signal_name = signal.unwrap_or_else(|| "HUP".to_string());
+            let signal = signal_number(&signal_name).ok_or_else(|| {
+                config_error(
+                    origin,
+                    format!(
+                        "[restart] signal {signal_name:?} is unknown (use e.g. \"HUP\", \"USR2\")"
+                    ),
+                )
+            })?;
+            Ok(Restart::Signal {
+                target,
+                signal,
+                signal_name,
+            })
         }
-        "exec" => {
-            if file.command.is_empty() {
-                return Err(config_error(origin, "[restart] method \"exec\" needs `command` = [\"program\", \"arg\", …]"));
+        RestartFile::Exec {
+            command,
+            timeout: given,
+        } => {
+            if command.is_empty() {
+                return Err(config_error(
+                    origin,
+                    "[restart] method \"exec\" needs `command` = [\"program\", \"arg\", …]",
+                ));
             }
-            Ok(Restart::Exec { command: file.command, timeout })
+            Ok(Restart::Exec {
+                command,
+                timeout: timeout(given)?,
+            })
         }
-        "none" => Ok(Restart::None),
-        other => Err(config_error(
-            origin,
-            format!("[restart] method {other:?} is unknown; use supervisor, systemd, signal, exec or none"),
-        )),
+        RestartFile::None { timeout: given } => {
+            timeout(given)?;
+            Ok(Restart::None)
+        }
     }
 }
 
@@ -544,6 +582,19 @@ control = "/run/ferry/hello.sock"
 http = "http://127.0.0.1:8080/health"
 timeout = "20s"
 "#;
+
+    #[test]
+    fn a_key_of_another_method_is_refused_by_name() {
+        let text = ISSUE_EXAMPLE.replace("method = \"unpack\"", "method = \"dpkg\"");
+        let error = resolve(&text, Overrides::default()).unwrap_err();
+        assert!(error.to_string().contains("root"), "{error}");
+        let text = ISSUE_EXAMPLE.replace(
+            "control = \"/run/ferry/hello.sock\"",
+            "control = \"/run/ferry/hello.sock\"\nunit = \"hello.service\"",
+        );
+        let error = resolve(&text, Overrides::default()).unwrap_err();
+        assert!(error.to_string().contains("unit"), "{error}");
+    }
 
     #[test]
     fn an_agent_file_written_by_to_toml_reads_back_the_same() {

@@ -333,10 +333,9 @@ impl AgentFile<'_> {
             backoff_max: Some("5s".to_owned()),
             host_id: Some(self.host_id.to_owned()),
             state_dir: Some(self.state_dir.to_path_buf()),
-            install: Some(InstallFile {
-                method: "unpack".into(),
-                root: Some(self.root.to_path_buf()),
-                ..Default::default()
+            install: Some(InstallFile::Unpack {
+                root: self.root.to_path_buf(),
+                keep: None,
             }),
             restart: Some(table(self.restart, "restart")),
             health: Some(table(self.health, "health")),

@@ -136,29 +136,25 @@ fn trusted_key_path(key: &KeyFile) -> String {
 fn agent_config(args: &Args, keys: &[KeyFile]) -> anyhow::Result<String> {
     use ferry_agent::config::{ConfigFile, HealthFile, InstallFile, RestartFile, SelfUpdateFile};
     let install = match (args.install.as_str(), &args.install_root) {
-        ("unpack", Some(root)) => InstallFile {
-            method: "unpack".into(),
-            root: Some(root.clone()),
-            ..Default::default()
+        ("unpack", Some(root)) => InstallFile::Unpack {
+            root: root.clone(),
+            keep: None,
         },
         ("unpack", None) => bail!("--install unpack needs --install-root DIR"),
-        ("dpkg", None) => InstallFile {
-            method: "dpkg".into(),
-            ..Default::default()
+        ("dpkg", None) => InstallFile::Dpkg {
+            dpkg: None,
+            dpkg_args: Vec::new(),
+            lock_timeout: None,
         },
         ("dpkg", Some(_)) => bail!("--install-root only applies to --install unpack"),
         (other, _) => bail!("--install {other:?} is not a method; use dpkg or unpack"),
     };
     let restart = match &args.restart_unit {
-        Some(unit) => RestartFile {
-            method: "systemd".into(),
-            unit: Some(unit.clone()),
-            ..Default::default()
+        Some(unit) => RestartFile::Systemd {
+            unit: unit.clone(),
+            timeout: None,
         },
-        None => RestartFile {
-            method: "none".into(),
-            ..Default::default()
-        },
+        None => RestartFile::None { timeout: None },
     };
     let file = ferry_agent::AgentFile {
         store: Some(args.target.store.store.clone()),

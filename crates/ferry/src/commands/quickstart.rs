@@ -416,15 +416,13 @@ dest = "/usr/share/hello-service/version"
             interval: Some("1s".into()),
             state_dir: Some(self.dir.join("host/state")),
             host_id: Some("quickstart".into()),
-            install: Some(InstallFile {
-                method: "unpack".into(),
-                root: Some(self.dir.join("host/srv")),
-                ..Default::default()
+            install: Some(InstallFile::Unpack {
+                root: self.dir.join("host/srv"),
+                keep: None,
             }),
-            restart: Some(RestartFile {
-                method: "supervisor".into(),
-                control: Some(self.dir.join("host/hello.sock")),
-                ..Default::default()
+            restart: Some(RestartFile::Supervisor {
+                control: self.dir.join("host/hello.sock"),
+                timeout: None,
             }),
             health: Some(HealthFile {
                 http: Some(format!("http://{}/health", self.address)),
