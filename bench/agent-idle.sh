@@ -51,7 +51,8 @@ dpkg-deb --root-owner-group -Znone --build "$work/pkg" "$work/bench.deb" >/dev/n
   --app bench --channel stable --key "$work/bench.key" "$work/bench.deb" >/dev/null
 
 # --- the agent ---------------------------------------------------------------------------
-metric() { curl -fs "http://127.0.0.1:$metrics_port/metrics" 2>/dev/null | awk -v name="$1" 'index($0, name "{") == 1 { print $2 }'; }
+# Empty (not a failure) while the agent's metrics endpoint is not up yet.
+metric() { { curl -fs "http://127.0.0.1:$metrics_port/metrics" 2>/dev/null || true; } | awk -v name="$1" 'index($0, name "{") == 1 { print $2 }'; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$agent_pid/stat"; }
 wait_for_polls() {
   local target="$1" deadline=$((SECONDS + 600))
