@@ -4,19 +4,24 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use crate::error::{Context, Result, bail};
 use serde::Deserialize;
 
 /// The whole `ferry.toml`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Manifest {
+    /// `[package]`.
     pub package: PackageSection,
+    /// `[[files]]`, in order.
     #[serde(default)]
     pub files: Vec<FileSection>,
+    /// `[[symlinks]]`.
     #[serde(default)]
     pub symlinks: Vec<SymlinkSection>,
+    /// `[systemd]`, when the package ships units.
     pub systemd: Option<SystemdSection>,
+    /// `[scripts]`.
     #[serde(default)]
     pub scripts: ScriptsSection,
 }
@@ -25,30 +30,44 @@ pub struct Manifest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PackageSection {
+    /// The Debian package name.
     pub name: String,
     /// Optional here when `--version` is given.
     pub version: Option<String>,
+    /// `Maintainer`: `Name <email>`.
     pub maintainer: String,
+    /// `Description`: a synopsis line, then the extended part.
     pub description: String,
+    /// `Section` (e.g. `net`).
     pub section: Option<String>,
+    /// `Priority` (default `optional`).
     pub priority: Option<String>,
     /// Optional: detected from the ELF executables (`all` when there are none).
     pub architecture: Option<String>,
+    /// `Homepage`.
     pub homepage: Option<String>,
+    /// `Depends`.
     #[serde(default)]
     pub depends: Vec<String>,
+    /// `Pre-Depends`.
     #[serde(default)]
     pub pre_depends: Vec<String>,
+    /// `Recommends`.
     #[serde(default)]
     pub recommends: Vec<String>,
+    /// `Suggests`.
     #[serde(default)]
     pub suggests: Vec<String>,
+    /// `Conflicts`.
     #[serde(default)]
     pub conflicts: Vec<String>,
+    /// `Breaks`.
     #[serde(default)]
     pub breaks: Vec<String>,
+    /// `Replaces`.
     #[serde(default)]
     pub replaces: Vec<String>,
+    /// `Provides`.
     #[serde(default)]
     pub provides: Vec<String>,
     /// Conffiles outside /etc (everything under /etc is one automatically).
@@ -66,7 +85,9 @@ pub struct PackageSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileSection {
+    /// The file or directory to take, relative to the manifest.
     pub source: PathBuf,
+    /// Where it is installed (absolute).
     pub dest: String,
     /// Octal permission bits as a string (`"0755"`); default: 0755 when the source is
     /// executable, else 0644.
@@ -77,7 +98,9 @@ pub struct FileSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SymlinkSection {
+    /// The link itself (absolute).
     pub path: String,
+    /// What it points at.
     pub target: String,
 }
 
@@ -85,12 +108,16 @@ pub struct SymlinkSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SystemdSection {
+    /// Unit files to install under /usr/lib/systemd/system, relative to the manifest.
     #[serde(default)]
     pub units: Vec<PathBuf>,
+    /// Enable the units on install (default true).
     #[serde(default = "yes")]
     pub enable: bool,
+    /// Start them on install (default true).
     #[serde(default = "yes")]
     pub start: bool,
+    /// What an upgrade does to running units (default `restart`).
     #[serde(default)]
     pub on_upgrade: OnUpgrade,
 }
@@ -103,10 +130,14 @@ fn yes() -> bool {
 #[derive(Debug, Deserialize, Default, Clone, Copy)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnUpgrade {
+    /// `restart`: restart the units.
     #[default]
     Restart,
+    /// `reload`: reload them.
     Reload,
+    /// `reload-or-restart`.
     ReloadOrRestart,
+    /// `none`: leave them running.
     None,
 }
 
@@ -114,15 +145,19 @@ pub enum OnUpgrade {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ScriptsSection {
+    /// A `preinst` script.
     pub preinst: Option<PathBuf>,
+    /// A `postinst` script.
     pub postinst: Option<PathBuf>,
+    /// A `prerm` script.
     pub prerm: Option<PathBuf>,
+    /// A `postrm` script.
     pub postrm: Option<PathBuf>,
 }
 
 impl Manifest {
     /// Read and parse a manifest file.
-    pub fn load(path: &Path) -> anyhow::Result<Manifest> {
+    pub fn load(path: &Path) -> Result<Manifest> {
         let text = ferry_release::read_local_text(path, 1024 * 1024).with_context(|| {
             format!(
                 "cannot read {} (write one, see docs/pack.md, or pass --config)",
@@ -141,7 +176,7 @@ impl Manifest {
     /// Parse the `[package.metadata.ferry]` table of a Cargo.toml: the same keys as
     /// ferry.toml, with `name`, `version`, `description`, `homepage`, `license` and the
     /// maintainer (first of `authors`) taken from Cargo's `[package]` when not given.
-    pub fn parse_cargo(text: &str) -> anyhow::Result<Manifest> {
+    pub fn parse_cargo(text: &str) -> Result<Manifest> {
         let document: toml::Table = toml::from_str(text)?;
         let cargo = document
             .get("package")
@@ -185,13 +220,13 @@ impl Manifest {
     }
 
     /// Parse a manifest's text.
-    pub fn parse(text: &str) -> anyhow::Result<Manifest> {
+    pub fn parse(text: &str) -> Result<Manifest> {
         Ok(toml::from_str(text)?)
     }
 }
 
 /// Parse an octal mode string (`"0755"`, `"755"`, `"0o755"`).
-pub fn parse_mode(text: &str) -> anyhow::Result<u32> {
+pub fn parse_mode(text: &str) -> Result<u32> {
     let digits = text.trim().trim_start_matches("0o");
     let mode = u32::from_str_radix(digits, 8)
         .ok()
