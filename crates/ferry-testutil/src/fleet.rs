@@ -288,6 +288,19 @@ pub fn supervisor_command(
     command
 }
 
+/// [`supervisor_command`] in front of the host's `current` hello-service, spawned: it binds
+/// the port before any release is installed; the agent's first install starts the service.
+pub fn start_hello_supervisor(ferry: &Path, dir: &Path, port: u16) -> GroupGuard {
+    let program = dir.join("srv/current/usr/bin/hello-service");
+    GroupGuard::spawn(&mut supervisor_command(
+        ferry,
+        dir,
+        port,
+        program.as_os_str(),
+        &[],
+    ))
+}
+
 /// One host's agent file, written as an operator would. `restart` and `health` are the
 /// bodies of the `[restart]` and `[health]` tables.
 pub struct AgentFile<'a> {

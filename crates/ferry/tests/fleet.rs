@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_testutil::fleet::{
-    AgentFile, GroupGuard, Publisher, http_get, stop_fleet, stripped_copy, supervisor_command,
+    AgentFile, GroupGuard, Publisher, http_get, start_hello_supervisor, stop_fleet, stripped_copy,
     toml_string,
 };
 use ferry_testutil::s3::S3Server;
@@ -200,15 +200,7 @@ fn hello_service(dir: &Dir) -> PathBuf {
 /// `ferry run` in front of the host's `current` release. It binds the port before any
 /// release is installed; the agent's first install starts the service through it.
 fn start_supervisor(host: &Host) -> GroupGuard {
-    let program = host.dir.join("srv/current/usr/bin/hello-service");
-    let mut command = supervisor_command(
-        &ferry_binary(),
-        &host.dir,
-        host.port,
-        program.as_os_str(),
-        &[],
-    );
-    GroupGuard::spawn(&mut command)
+    start_hello_supervisor(&ferry_binary(), &host.dir, host.port)
 }
 
 /// The host's agent file: restart through the host's `ferry run`, check `/health`.

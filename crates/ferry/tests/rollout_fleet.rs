@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_testutil::fleet::{
-    AgentFile, GroupGuard, Publisher, http_get, stop_fleet, stripped_copy, supervisor_command,
+    AgentFile, GroupGuard, Publisher, http_get, start_hello_supervisor, stop_fleet, stripped_copy,
     toml_string,
 };
 use ferry_testutil::rollout::Ferry;
@@ -209,15 +209,7 @@ fn start_agent(host: &Host, config: &Path, s3: &S3Server, once: bool) -> GroupGu
 }
 
 fn start_supervisor(host: &Host) -> GroupGuard {
-    let program = host.dir.join("srv/current/usr/bin/hello-service");
-    let mut command = supervisor_command(
-        &ferry_binary(),
-        &host.dir,
-        host.port,
-        program.as_os_str(),
-        &[],
-    );
-    GroupGuard::spawn(&mut command)
+    start_hello_supervisor(&ferry_binary(), &host.dir, host.port)
 }
 
 fn provision(hosts: &[Host], store: &str, trust: &Path, s3: &S3Server) {
