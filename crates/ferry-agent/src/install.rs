@@ -88,7 +88,9 @@ pub enum Part {
     Whole,
 }
 
-/// Run `part` of installing `package` as `version` off the agent's thread.
+/// Run `part` of installing `package` as `version` on tokio's blocking pool (unpacking and
+/// dpkg block), so the agent's one thread stays free; a part that panicked is an install
+/// error of `version`.
 pub async fn run_off_thread(
     part: Part,
     method: &Install,
@@ -97,12 +99,18 @@ pub async fn run_off_thread(
     recovering: bool,
 ) -> Result<(), Error> {
     let (method, package, owned_version) = (method.clone(), package.to_owned(), version.to_owned());
-    off_thread(version, move || match part {
+    tokio::task::spawn_blocking(move || match part {
         Part::Prepare => prepare(&method, &package, &owned_version),
         Part::Activate => activate(&method, &package, &owned_version, recovering),
         Part::Whole => install(&method, &package, &owned_version, recovering),
     })
     .await
+    .unwrap_or_else(|join| {
+        Err(Error::Install {
+            version: version.to_owned(),
+            message: join.to_string(),
+        })
+    })
 }
 
 /// [`install`] (prepare, then activate) off the agent's thread.
@@ -113,22 +121,6 @@ pub async fn install_off_thread(
     recovering: bool,
 ) -> Result<(), Error> {
     run_off_thread(Part::Whole, method, package, version, recovering).await
-}
-
-/// Run a blocking install step (unpacking, dpkg) on tokio's blocking pool, so the agent's one
-/// thread stays free; a step that panicked is an install error of `version`.
-pub async fn off_thread<F>(version: &str, step: F) -> Result<(), Error>
-where
-    F: FnOnce() -> Result<(), Error> + Send + 'static,
-{
-    tokio::task::spawn_blocking(step)
-        .await
-        .unwrap_or_else(|join| {
-            Err(Error::Install {
-                version: version.to_owned(),
-                message: join.to_string(),
-            })
-        })
 }
 
 /// The root dpkg installs into: its `--root` / `--instdir` argument, else `/`.

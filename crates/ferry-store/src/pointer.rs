@@ -214,10 +214,10 @@ fn check<T: PointerDocument>(
     bytes: &[u8],
     trusted: &TrustedKeys,
     target: &PointerTarget,
-    what: &str,
 ) -> Result<(T, KeyId, String), String> {
+    // "it": every caller puts the reason after the document's name and location.
     let (payload, key_id) =
-        ferry_release::verify_envelope(bytes, trusted, what).map_err(|error| error.to_string())?;
+        ferry_release::verify_envelope(bytes, trusted, "it").map_err(|error| error.to_string())?;
     let document: T = serde_json::from_str(&payload).map_err(|error| error.to_string())?;
     if document.app() != target.app || document.channel() != target.channel {
         return Err(format!(
@@ -246,7 +246,7 @@ pub fn verify_state<T: PointerDocument>(
     target: &PointerTarget,
     what: &str,
 ) -> Result<(T, KeyId), Error> {
-    check::<T>(bytes, trusted, target, what)
+    check::<T>(bytes, trusted, target)
         .map(|(document, key_id, _)| (document, key_id))
         .map_err(|reason| Error::UnverifiedPointer {
             what: what.to_owned(),
@@ -269,8 +269,7 @@ pub async fn read_verified<T: PointerDocument>(
         what: what.clone(),
         reason,
     };
-    let (document, key_id, payload) =
-        check::<T>(&object.bytes, trusted, target, &what).map_err(refuse)?;
+    let (document, key_id, payload) = check::<T>(&object.bytes, trusted, target).map_err(refuse)?;
     let history_path = target.history(document.serial());
     let entry = store.get(&history_path, MAX_DOCUMENT_BYTES as u64).await?;
     let recorded = entry
@@ -351,7 +350,7 @@ async fn highest_verified<T: PointerDocument>(
         let Some(object) = store.get(&path, MAX_DOCUMENT_BYTES as u64).await? else {
             continue;
         };
-        match check::<T>(&object.bytes, trusted, target, &path) {
+        match check::<T>(&object.bytes, trusted, target) {
             Ok((document, key_id, _)) if document.serial() == serial => {
                 return Ok(Some((document, key_id)));
             }
@@ -545,7 +544,7 @@ where
                 etag = None;
                 continue;
             };
-            match check::<T>(&now.bytes, &signer.trusted, target, &what) {
+            match check::<T>(&now.bytes, &signer.trusted, target) {
                 Ok((now_document, _, _)) if now_document.serial() >= serial => {
                     tracing::info!(
                         app = %target.app, channel = %target.channel, serial,

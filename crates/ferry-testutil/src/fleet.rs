@@ -301,6 +301,12 @@ pub fn start_hello_supervisor(ferry: &Path, dir: &Path, port: u16) -> GroupGuard
     ))
 }
 
+/// The body of one agent-file table (`[restart]`, `[health]`, …) parsed into the agent's type
+/// for it, so a test's typo fails here, naming the table.
+pub fn toml_table<T: serde::de::DeserializeOwned>(body: &str, name: &str) -> T {
+    toml::from_str(body).unwrap_or_else(|error| panic!("[{name}] {body:?}: {error}"))
+}
+
 /// One host's agent file, written as an operator would. `restart` and `health` are the
 /// bodies of the `[restart]` and `[health]` tables.
 pub struct AgentFile<'a> {
@@ -333,9 +339,6 @@ impl AgentFile<'_> {
     /// bodies are parsed into its types first, so a typo in a test fails here).
     pub fn text(&self) -> String {
         use ferry_agent::config::InstallFile;
-        fn table<T: serde::de::DeserializeOwned>(body: &str, name: &str) -> T {
-            toml::from_str(body).unwrap_or_else(|error| panic!("[{name}] {body:?}: {error}"))
-        }
         let file = ferry_agent::AgentFile {
             store: Some(self.store.to_owned()),
             app: Some(self.app.to_owned()),
@@ -350,8 +353,8 @@ impl AgentFile<'_> {
                 root: self.root.to_path_buf(),
                 keep: None,
             }),
-            restart: Some(table(self.restart, "restart")),
-            health: Some(table(self.health, "health")),
+            restart: Some(toml_table(self.restart, "restart")),
+            health: Some(toml_table(self.health, "health")),
             ..Default::default()
         };
         file.to_toml().expect("an agent file serialises")

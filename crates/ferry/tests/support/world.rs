@@ -262,9 +262,6 @@ echo $! > "$pidfile"
             self.install.clone()
         };
         // Through the agent's own writer: the bodies above are parsed into its types first.
-        fn table<T: serde::de::DeserializeOwned>(body: &str) -> T {
-            toml::from_str(body).unwrap_or_else(|error| panic!("{body:?}: {error}"))
-        }
         let file = ferry_agent::AgentFile {
             store: Some(self.store_url.clone()),
             app: Some(APP.into()),
@@ -274,9 +271,9 @@ echo $! > "$pidfile"
             backoff_max: Some("1s".into()),
             state_dir: Some(self.dir.join("state")),
             host_id: Some("test-host".into()),
-            install: Some(table(&install)),
-            restart: Some(table(&restart)),
-            health: Some(table(health)),
+            install: Some(ferry_testutil::fleet::toml_table(&install, "install")),
+            restart: Some(ferry_testutil::fleet::toml_table(&restart, "restart")),
+            health: Some(ferry_testutil::fleet::toml_table(health, "health")),
             ..Default::default()
         };
         let text = file.to_toml().unwrap();
