@@ -10,7 +10,9 @@ pub enum UpgradeAction {
     /// `restart` (the default).
     #[default]
     Restart,
-    /// `reload` (the unit must support it).
+    /// `reload` of units that are running (the unit must support it). A failed reload
+    /// fails the postinst: with `ferry run` it means the new version never took over, and
+    /// dpkg (and ferry's agent, which then rolls back) must know.
     Reload,
     /// `reload-or-restart`.
     ReloadOrRestart,
@@ -84,6 +86,12 @@ fi
 "#
         ));
     }
+    if policy.on_upgrade == UpgradeAction::Reload {
+        return Snippets {
+            postinst: reload_postinst(&postinst, configure, &units, policy.start),
+            ..removal_snippets(&units)
+        };
+    }
     let upgrade = match policy.on_upgrade {
         UpgradeAction::Restart => "restart",
         UpgradeAction::Reload => "reload",
@@ -108,6 +116,42 @@ fi
 "#
     ));
 
+    Snippets {
+        postinst,
+        ..removal_snippets(&units)
+    }
+}
+
+/// The postinst for `on-upgrade = "reload"`: start on install as usual; on upgrade reload
+/// each running unit and fail when a reload fails (a stopped unit is left stopped).
+fn reload_postinst(enable: &str, configure: &str, units: &str, start: bool) -> String {
+    let install = if start { "start" } else { "" };
+    format!(
+        r#"{enable}if [ -z "${{DPKG_ROOT:-}}" ] && {{ {configure}; }} && [ -d /run/systemd/system ]; then
+	systemctl --system daemon-reload >/dev/null || true
+	for ferry_unit in {units}; do
+		if [ -n "${{2:-}}" ]; then
+			if systemctl --system --quiet is-active "$ferry_unit"; then
+				if ! systemctl --system reload "$ferry_unit"; then
+					echo "reloading $ferry_unit failed: the previous version keeps running (journalctl -u $ferry_unit)" >&2
+					exit 1
+				fi
+			fi
+		elif [ -n '{install}' ]; then
+			if command -v deb-systemd-invoke >/dev/null 2>&1; then
+				deb-systemd-invoke start "$ferry_unit" >/dev/null || true
+			else
+				systemctl --system start "$ferry_unit" >/dev/null || true
+			fi
+		fi
+	done
+fi
+"#
+    )
+}
+
+/// prerm and postrm: stop on removal, clean up on purge.
+fn removal_snippets(units: &str) -> Snippets {
     let prerm = format!(
         r#"# Added by ferry: systemd units
 if [ -z "${{DPKG_ROOT:-}}" ] && [ "$1" = "remove" ] && [ -d /run/systemd/system ]; then
@@ -141,7 +185,7 @@ fi
 "#
     );
     Snippets {
-        postinst,
+        postinst: String::new(),
         prerm,
         postrm,
     }
@@ -231,9 +275,38 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_on_upgrade_fails_the_postinst_when_it_fails() {
+        let reload = snippets(&UnitPolicy {
+            on_upgrade: UpgradeAction::Reload,
+            ..policy()
+        });
+        assert!(reload.postinst.contains("systemctl --system reload"));
+        assert!(reload.postinst.contains("exit 1"));
+        assert!(
+            reload.postinst.contains("deb-systemd-helper"),
+            "still enabled on install"
+        );
+        assert_eq!(reload.prerm, snippets(&policy()).prerm);
+        let restart = snippets(&policy());
+        assert!(
+            !restart.postinst.contains("exit 1"),
+            "a restart stays lenient"
+        );
+    }
+
+    #[test]
     fn generated_scripts_are_valid_shell() {
+        let reload = snippets(&UnitPolicy {
+            on_upgrade: UpgradeAction::Reload,
+            ..policy()
+        });
         let snippets = snippets(&policy());
-        for text in [&snippets.postinst, &snippets.prerm, &snippets.postrm] {
+        for text in [
+            &snippets.postinst,
+            &snippets.prerm,
+            &snippets.postrm,
+            &reload.postinst,
+        ] {
             let script = merge_script(None, text);
             let status = std::process::Command::new("sh")
                 .arg("-n")

@@ -117,9 +117,11 @@ pub struct SystemdSection {
     /// Start them on install (default true).
     #[serde(default = "yes")]
     pub start: bool,
-    /// What an upgrade does to running units (default `restart`).
+    /// What an upgrade does to running units. Default: `reload` when a unit runs under
+    /// `ferry run` (a zero-downtime swap, where a restart would drop requests), else
+    /// `restart`.
     #[serde(default)]
-    pub on_upgrade: OnUpgrade,
+    pub on_upgrade: Option<OnUpgrade>,
 }
 
 fn yes() -> bool {
@@ -127,11 +129,10 @@ fn yes() -> bool {
 }
 
 /// What `[systemd] on-upgrade` may say.
-#[derive(Debug, Deserialize, Default, Clone, Copy)]
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnUpgrade {
     /// `restart`: restart the units.
-    #[default]
     Restart,
     /// `reload`: reload them.
     Reload,

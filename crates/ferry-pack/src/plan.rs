@@ -63,6 +63,7 @@ pub fn plan(manifest: &Manifest, base: &Path, options: &PackOptions) -> Result<P
 
     // Systemd units.
     let mut unit_names = Vec::new();
+    let mut supervised = false;
     if let Some(systemd) = &manifest.systemd {
         for unit in &systemd.units {
             let source = resolve(base, unit);
@@ -76,6 +77,7 @@ pub fn plan(manifest: &Manifest, base: &Path, options: &PackOptions) -> Result<P
                     source.display()
                 );
             }
+            supervised |= runs_under_ferry_run(&source)?;
             entries.push(Entry {
                 path: format!("/usr/lib/systemd/system/{name}"),
                 mode: 0o644,
@@ -166,7 +168,11 @@ pub fn plan(manifest: &Manifest, base: &Path, options: &PackOptions) -> Result<P
             units: unit_names,
             enable: systemd.enable,
             start: systemd.start,
-            on_upgrade: match systemd.on_upgrade {
+            on_upgrade: match systemd.on_upgrade.unwrap_or(if supervised {
+                OnUpgrade::Reload
+            } else {
+                OnUpgrade::Restart
+            }) {
                 OnUpgrade::Restart => UpgradeAction::Restart,
                 OnUpgrade::Reload => UpgradeAction::Reload,
                 OnUpgrade::ReloadOrRestart => UpgradeAction::ReloadOrRestart,
@@ -378,4 +384,76 @@ pub fn detect_architecture(entries: &[Entry]) -> Result<String> {
         }
     }
     Ok(found.map_or_else(|| "all".to_string(), |(_, arch)| arch.to_string()))
+}
+
+/// Does this unit file start its service under `ferry run` (an `ExecStart=` whose program is
+/// `ferry` with `run` as its first argument)? Such a unit reloads with zero downtime, so
+/// that is what an upgrade does to it by default.
+fn runs_under_ferry_run(unit: &Path) -> Result<bool> {
+    let text = ferry_release::read_local_text(unit, 1024 * 1024)
+        .with_context(|| format!("cannot read systemd unit {}", unit.display()))?;
+    let supervised = text.lines().any(|line| {
+        let Some(command) = line.trim().strip_prefix("ExecStart=") else {
+            return false;
+        };
+        // systemd's prefixes: `-`, `@`, `:`, `+`, `!`.
+        let mut words = command
+            .trim_start_matches(['-', '@', ':', '+', '!'])
+            .split_whitespace();
+        let program = words.next().unwrap_or_default();
+        (program == "ferry" || program.ends_with("/ferry")) && words.next() == Some("run")
+    });
+    let signals_reload = text.lines().any(|line| {
+        line.trim()
+            .strip_prefix("ExecReload=")
+            .is_some_and(|command| command.contains("kill") && command.contains("HUP"))
+    });
+    if supervised && signals_reload {
+        tracing::warn!(
+            "{}: ExecReload= sends SIGHUP, so `systemctl reload` returns before ferry run's swap \
+             is done and cannot fail when it fails; use ExecReload=/usr/bin/ferry reload --control PATH \
+             (docs/run.md)",
+            unit.display()
+        );
+    }
+    Ok(supervised)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit_file(text: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "ferry-pack-unit-{}-{}.service",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_unit_under_ferry_run_is_recognised() {
+        for (text, expected) in [
+            (
+                "[Service]\nExecStart=/usr/bin/ferry run --listen http=:8080 -- /usr/bin/app\n",
+                true,
+            ),
+            ("[Service]\nExecStart=-ferry run -- app\n", true),
+            ("[Service]\nExecStart=/usr/bin/app --ferry run\n", false),
+            (
+                "[Service]\nExecStart=/usr/bin/ferry agent --config /etc/ferry/agent.toml\n",
+                false,
+            ),
+            (
+                "[Service]\n# ExecStart=/usr/bin/ferry run -- app\nExecStart=/usr/bin/app\n",
+                false,
+            ),
+        ] {
+            let path = unit_file(text);
+            assert_eq!(runs_under_ferry_run(&path).unwrap(), expected, "{text}");
+            std::fs::remove_file(path).unwrap();
+        }
+    }
 }

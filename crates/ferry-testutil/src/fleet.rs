@@ -77,6 +77,18 @@ impl Publisher {
     /// in /usr/share/hello-service/version and, when given, `mode` (e.g. `unhealthy`) in
     /// /usr/share/hello-service/mode. Returns the .deb.
     pub fn pack(&self, binary: &Path, version: &str, mode: Option<&str>) -> PathBuf {
+        self.pack_with(binary, version, mode, &Units::default())
+    }
+
+    /// [`Publisher::pack`] with systemd units (written beside the manifest and listed in its
+    /// `[systemd]` table, which `units.systemd` extends) and `Depends`.
+    pub fn pack_with(
+        &self,
+        binary: &Path,
+        version: &str,
+        mode: Option<&str>,
+        units: &Units,
+    ) -> PathBuf {
         let build = self.dir.join("build").join(version);
         std::fs::create_dir_all(&build).expect("create the build directory");
         std::fs::write(build.join("version"), format!("{version}\n")).expect("write version");
@@ -115,9 +127,31 @@ impl Publisher {
         ] {
             package.insert(key.into(), value.into());
         }
+        if !units.depends.is_empty() {
+            let depends = units.depends.iter().map(|d| toml::Value::from(d.as_str()));
+            package.insert("depends".into(), toml::Value::Array(depends.collect()));
+        }
         let mut table = toml::Table::new();
         table.insert("package".into(), toml::Value::Table(package));
         table.insert("files".into(), toml::Value::Array(files));
+        if !units.files.is_empty() {
+            let mut systemd = units.systemd.clone();
+            let mut names = Vec::new();
+            for (name, text) in &units.files {
+                std::fs::write(build.join(name), text).expect("write a unit file");
+                names.push(toml::Value::from(name.as_str()));
+            }
+            systemd.insert("units".into(), toml::Value::Array(names));
+            table.insert("systemd".into(), toml::Value::Table(systemd));
+        }
+        if !units.scripts.is_empty() {
+            let mut scripts = toml::Table::new();
+            for (kind, text) in &units.scripts {
+                std::fs::write(build.join(kind), text).expect("write a maintainer script");
+                scripts.insert(kind.clone(), kind.as_str().into());
+            }
+            table.insert("scripts".into(), toml::Value::Table(scripts));
+        }
         let manifest = toml::to_string(&table).expect("a manifest serialises");
         let config = build.join("ferry.toml");
         std::fs::write(&config, manifest).expect("write ferry.toml");
@@ -181,6 +215,19 @@ impl Publisher {
         );
         output
     }
+}
+
+/// systemd units for [`Publisher::pack_with`].
+#[derive(Debug, Clone, Default)]
+pub struct Units {
+    /// Unit files: name (`hello.service`) and text.
+    pub files: Vec<(String, String)>,
+    /// More `[systemd]` keys (`enable`, `start`, `on-upgrade`).
+    pub systemd: toml::Table,
+    /// The package's `Depends`.
+    pub depends: Vec<String>,
+    /// Maintainer scripts: kind (`postinst`) and text.
+    pub scripts: Vec<(String, String)>,
 }
 
 /// Run a command to completion, killing it after `limit` (then panicking with its stderr).

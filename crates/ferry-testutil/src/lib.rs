@@ -1,9 +1,11 @@
 //! Helpers shared by ferry's test suites: a fresh temp dir per test, spawned processes
 //! that are killed when the test ends, and free loopback ports; `s3` starts the moto server,
 //! `fleet` builds publishers and hosts (agent files through the agent's own writer),
-//! `rollout` runs the CLI for the rollout suites, `http` a keep-alive front.
+//! `rollout` runs the CLI for the rollout suites, `http` a keep-alive front, `hosts` boots
+//! Debian hosts with systemd for the booted-host tests.
 
 pub mod fleet;
+pub mod hosts;
 pub mod http;
 pub mod rollout;
 pub mod s3;
