@@ -128,6 +128,9 @@ pub struct State {
     pub outcome: Option<ferry_release::HostState>,
     /// The last time a release was committed or rolled back (RFC 3339).
     pub last_change_at: Option<String>,
+    /// How the last release was fetched (patch or full, bytes).
+    #[serde(default)]
+    pub last_download: Option<ferry_release::DownloadRecord>,
 }
 
 /// A journal is a few KiB; a larger file is not one of ours.
@@ -152,6 +155,7 @@ impl State {
             last_error: None,
             outcome: None,
             last_change_at: None,
+            last_download: None,
         }
     }
 

@@ -7,8 +7,8 @@
 //!   self-update, with store errors classified as "try again later" or "refused";
 //! - [`agent`]: the state machine (`agent/mod.rs`), its run loop, rollback and the followers
 //!   (config bundles, self-update) run after the release step;
-//! - [`download`], [`install`], [`restart`], [`health`]: one step each, each owning its
-//!   settings type (`Install`, `Restart`, `Health`);
+//! - [`delta`] (a release rebuilt from a patch, else) [`download`], [`install`], [`restart`],
+//!   [`health`]: one step each, each owning its settings type (`Install`, `Restart`, `Health`);
 //! - [`journal`]: the crash-safe state files (one JSON reader/writer for all three),
 //!   [`floor`]: the signed copies of the serial floor kept outside the journal;
 //! - [`report`]: the host report; [`metrics`], [`backoff`], [`fault`], [`fsutil`].
@@ -21,6 +21,7 @@ mod agent_file;
 pub mod backoff;
 pub mod config;
 pub mod config_bundle;
+pub mod delta;
 pub mod download;
 mod error;
 pub mod fault;

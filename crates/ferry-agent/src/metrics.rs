@@ -24,12 +24,40 @@ pub struct Metrics {
     pub refused: AtomicU64,
     /// The serial of the committed release.
     pub current_serial: AtomicU64,
+    /// Bytes fetched from the store for releases (patches or whole packages).
+    pub download_bytes: AtomicU64,
+    /// What those releases would have cost as whole packages.
+    pub download_full_bytes: AtomicU64,
+    /// Releases rebuilt from a patch.
+    pub patched: AtomicU64,
+    /// Patches that failed, so the whole package was downloaded instead.
+    pub patch_fallbacks: AtomicU64,
 }
 
 impl Metrics {
     /// Add one to a counter.
     pub fn increment(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count one fetched release.
+    pub fn record_download(&self, record: &ferry_release::DownloadRecord) {
+        self.download_bytes
+            .fetch_add(record.bytes, Ordering::Relaxed);
+        if record.via != "cached" {
+            self.download_full_bytes
+                .fetch_add(record.full_bytes, Ordering::Relaxed);
+        }
+        if record.via == "patch" {
+            Metrics::increment(&self.patched);
+        }
+        if record
+            .note
+            .as_deref()
+            .is_some_and(|note| note.starts_with("patch failed"))
+        {
+            Metrics::increment(&self.patch_fallbacks);
+        }
     }
 
     /// The Prometheus text exposition of the counters.
@@ -72,6 +100,30 @@ impl Metrics {
                 "counter",
                 "Pointers or artifacts refused by verification.",
                 &self.refused,
+            ),
+            (
+                "ferry_agent_download_bytes_total",
+                "counter",
+                "Bytes fetched from the store for releases (patches or whole packages).",
+                &self.download_bytes,
+            ),
+            (
+                "ferry_agent_download_full_bytes_total",
+                "counter",
+                "Whole-package size of the releases fetched (the cost without patches).",
+                &self.download_full_bytes,
+            ),
+            (
+                "ferry_agent_patched_total",
+                "counter",
+                "Releases rebuilt from a patch and verified.",
+                &self.patched,
+            ),
+            (
+                "ferry_agent_patch_fallbacks_total",
+                "counter",
+                "Patches that failed, so the whole package was downloaded.",
+                &self.patch_fallbacks,
             ),
             (
                 "ferry_agent_current_serial",

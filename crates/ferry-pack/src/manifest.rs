@@ -34,6 +34,11 @@ pub struct PackageSection {
     pub name: String,
     /// Optional here when `--version` is given.
     pub version: Option<String>,
+    /// Strip every ELF file (`strip --strip-unneeded`, from binutils) as it is packed: a
+    /// smaller package, lintian's `unstripped-binary-or-object` gone, and patches between
+    /// releases 2–8× smaller (docs/delta.md).
+    #[serde(default)]
+    pub strip: bool,
     /// `Maintainer`: `Name <email>`.
     pub maintainer: String,
     /// `Description`: a synopsis line, then the extended part.

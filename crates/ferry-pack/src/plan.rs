@@ -149,6 +149,17 @@ pub fn plan(manifest: &Manifest, base: &Path, options: &PackOptions) -> Result<P
         });
     }
 
+    if package.strip {
+        for entry in &mut entries {
+            if let EntrySource::File(Source::Path(path)) = &entry.source {
+                if is_elf(path)? {
+                    let stripped = strip_copy(path)?;
+                    entry.source = EntrySource::File(Source::Bytes(stripped));
+                }
+            }
+        }
+    }
+
     // Architecture: flag, then manifest, then the executables themselves.
     let architecture = match (&options.architecture, &package.architecture) {
         (Some(arch), _) | (None, Some(arch)) => arch.clone(),
@@ -384,6 +395,47 @@ pub fn detect_architecture(entries: &[Entry]) -> Result<String> {
         }
     }
     Ok(found.map_or_else(|| "all".to_string(), |(_, arch)| arch.to_string()))
+}
+
+/// Does `path` start with the ELF magic?
+fn is_elf(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let read = file
+        .read(&mut magic)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(read == 4 && &magic == b"\x7fELF")
+}
+
+/// The bytes of `path` after `strip --strip-unneeded` (the source is left as it is).
+fn strip_copy(path: &Path) -> Result<Vec<u8>> {
+    let output = std::env::temp_dir().join(format!(
+        "ferry-pack-strip-{}-{}",
+        std::process::id(),
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let status = std::process::Command::new("strip")
+        .arg("--strip-unneeded")
+        .arg("-o")
+        .arg(&output)
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .status();
+    let result = match status {
+        Ok(status) if status.success() => std::fs::read(&output)
+            .with_context(|| format!("cannot read the stripped copy of {}", path.display())),
+        Ok(status) => Err(crate::error::Error::Invalid(format!(
+            "`strip --strip-unneeded {}` failed ({status}); fix the file or set strip = false",
+            path.display()
+        ))),
+        Err(error) => Err(crate::error::Error::Invalid(format!(
+            "strip = true needs the `strip` program (Debian package binutils): {error}"
+        ))),
+    };
+    let _ = std::fs::remove_file(&output);
+    result
 }
 
 /// Does this unit file start its service under `ferry run` (an `ExecStart=` whose program is

@@ -20,6 +20,16 @@ pub fn artifact_signature(sha256: &str) -> String {
     format!("{}.minisig", artifact(sha256))
 }
 
+/// `artifacts/patches/<sha256>.bsdiff`, a content-addressed patch between two artifacts.
+pub fn patch(sha256: &str) -> String {
+    format!("{ARTIFACTS}/patches/{sha256}.bsdiff")
+}
+
+/// `apps/<app>/deltas/<version>.json`, the signed index of a release's patches.
+pub fn deltas(app: &str, version: &str) -> String {
+    format!("{APPS}/{app}/deltas/{version}.json")
+}
+
 /// `apps/<app>/releases/<version>.json`.
 pub fn release(app: &str, version: &str) -> String {
     format!("{APPS}/{app}/releases/{version}.json")

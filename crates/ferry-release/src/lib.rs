@@ -7,10 +7,11 @@
 //!
 //! It is also the schema home every other crate shares: `document` (releases, pointers,
 //! store paths), `envelope` (signing and verifying), `keys`, `rollout` (waves), `serial` (the
-//! checked serial rule), `name` (the one name rule), `report` (the host report and its
+//! checked serial rule), `delta` (the signed index of patches between releases), `name` (the one name rule), `report` (the host report and its
 //! states), and `local` (the one bounded reader for local files).
 #![warn(missing_docs)]
 
+mod delta;
 mod document;
 mod envelope;
 mod error;
@@ -22,6 +23,7 @@ mod report;
 mod rollout;
 mod serial;
 
+pub use delta::{ArtifactDeltas, DeltaIndex, Digest, PATCH_ALGORITHM, PatchRef};
 pub use document::{
     ArtifactRef, ChannelPointer, Release, ReleaseRef, Rollout, SCHEMA, Wave, format_time, now_utc,
 };
@@ -33,7 +35,9 @@ pub use error::Error;
 pub use keys::{GeneratedKeyPair, KeyId, SigningKey, TrustedKeys, generate_key_pair};
 pub use local::{read_local_file, read_local_text};
 pub use name::{MAX_NAME_CHARS, check_name, validate_name};
-pub use report::{BadRelease, HOST_REPORT_SCHEMA, HostReport, HostState, parse_time};
+pub use report::{
+    BadRelease, DownloadRecord, HOST_REPORT_SCHEMA, HostReport, HostState, parse_time,
+};
 pub use rollout::{MAX_DELAY_S, format_delay, host_percentile, rollout_seed};
 pub use serial::{MAX_SERIAL, next_serial, serial_is_possible};
 

@@ -95,6 +95,23 @@ pub struct BadRelease {
     pub at: String,
 }
 
+/// How the last release a host took was fetched.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DownloadRecord {
+    /// The release.
+    pub version: String,
+    /// `patch` (rebuilt from a cached release), `full`, or `cached` (nothing fetched).
+    pub via: String,
+    /// Bytes fetched from the store for it.
+    pub bytes: u64,
+    /// The size of the full artifact.
+    pub full_bytes: u64,
+    /// Why a patch was not used, when one was published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
 /// One host's status report.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -138,6 +155,9 @@ pub struct HostReport {
     /// The version of the agent that wrote it.
     #[serde(default)]
     pub agent_version: String,
+    /// How the last release was fetched (absent in reports of older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_download: Option<DownloadRecord>,
 }
 
 fn default_schema() -> u32 {
@@ -187,6 +207,7 @@ mod tests {
             updated_at: Some("2026-11-27T05:00:00Z".into()),
             last_change_at: None,
             agent_version: "0.1.0".into(),
+            last_download: None,
         };
         let text = serde_json::to_string(&report).unwrap();
         assert!(text.contains(r#""state":"rolled-back""#), "{text}");

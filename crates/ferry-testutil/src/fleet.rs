@@ -77,17 +77,17 @@ impl Publisher {
     /// in /usr/share/hello-service/version and, when given, `mode` (e.g. `unhealthy`) in
     /// /usr/share/hello-service/mode. Returns the .deb.
     pub fn pack(&self, binary: &Path, version: &str, mode: Option<&str>) -> PathBuf {
-        self.pack_with(binary, version, mode, &Units::default())
+        self.pack_with(binary, version, mode, &PackExtras::default())
     }
 
-    /// [`Publisher::pack`] with systemd units (written beside the manifest and listed in its
-    /// `[systemd]` table, which `units.systemd` extends) and `Depends`.
+    /// [`Publisher::pack`] with extras: systemd units (written beside the manifest and listed
+    /// in its `[systemd]` table, which `units.systemd` extends), scripts, `Depends`, `strip`.
     pub fn pack_with(
         &self,
         binary: &Path,
         version: &str,
         mode: Option<&str>,
-        units: &Units,
+        units: &PackExtras,
     ) -> PathBuf {
         let build = self.dir.join("build").join(version);
         std::fs::create_dir_all(&build).expect("create the build directory");
@@ -126,6 +126,9 @@ impl Publisher {
             ("section", "net"),
         ] {
             package.insert(key.into(), value.into());
+        }
+        if units.strip {
+            package.insert("strip".into(), true.into());
         }
         if !units.depends.is_empty() {
             let depends = units.depends.iter().map(|d| toml::Value::from(d.as_str()));
@@ -217,9 +220,10 @@ impl Publisher {
     }
 }
 
-/// systemd units for [`Publisher::pack_with`].
+/// What [`Publisher::pack_with`] adds to a hello-service package: systemd units, maintainer
+/// scripts, `Depends`, stripping.
 #[derive(Debug, Clone, Default)]
-pub struct Units {
+pub struct PackExtras {
     /// Unit files: name (`hello.service`) and text.
     pub files: Vec<(String, String)>,
     /// More `[systemd]` keys (`enable`, `start`, `on-upgrade`).
@@ -228,6 +232,8 @@ pub struct Units {
     pub depends: Vec<String>,
     /// Maintainer scripts: kind (`postinst`) and text.
     pub scripts: Vec<(String, String)>,
+    /// `strip = true`: ferry pack strips the ELF files.
+    pub strip: bool,
 }
 
 /// Run a command to completion, killing it after `limit` (then panicking with its stderr).

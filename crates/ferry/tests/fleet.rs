@@ -8,7 +8,8 @@
 //! instant" on a fleet: publish v1 → every host answers v1; publish v2 → every host reports
 //! v2 in the store and answers v2; `ferry rollback` → every host is back on v1; a release
 //! that fails its health check → every host rolls back on its own, keeps answering, and its
-//! report says the release was rolled back and marked bad. Every service is asked for its
+//! report says the release was rolled back and marked bad. v2 reaches every host as a patch
+//! from v1, a small fraction of the package. Every service is asked for its
 //! version throughout, on fresh connections, and not one request may fail.
 
 use std::collections::BTreeSet;
@@ -356,6 +357,18 @@ fn fifty_hosts_converge_on_publish_rollback_and_a_failing_release() {
             && report["serial"] == 2
             && report["state"] == "ok"
     });
+    // Every host rebuilt v2 from the patch `ferry publish` made from v1 (docs/delta.md).
+    for host in &fleet.hosts {
+        let report = fleet.report(host).expect("a report");
+        let download = &report["last-download"];
+        assert_eq!(download["version"], VERSION_TWO, "{}: {report}", host.id);
+        assert_eq!(download["via"], "patch", "{}: {report}", host.id);
+        let (bytes, full) = (
+            download["bytes"].as_u64().unwrap(),
+            download["full-bytes"].as_u64().unwrap(),
+        );
+        assert!(bytes * 10 < full, "{}: {bytes} of {full} bytes", host.id);
+    }
     fleet.assert_all_answer(VERSION_TWO);
 
     // `ferry rollback`: a new pointer (serial 3) naming v1; every host follows.

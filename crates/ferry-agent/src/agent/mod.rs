@@ -358,8 +358,19 @@ impl Agent {
         self.state.outcome = Some(HostState::Updating);
         self.report().await;
         let started = Instant::now();
-        match download(&self.store, &self.settings.cache_dir, &target).await {
-            Ok(_) => {}
+        let fetched = crate::delta::fetch(
+            &self.store,
+            &self.trusted,
+            &self.settings.cache_dir,
+            &self.settings.app,
+            &target,
+        )
+        .await;
+        match fetched {
+            Ok((_, record)) => {
+                self.metrics.record_download(&record);
+                self.state.last_download = Some(record);
+            }
             // The store does not (yet) hold what the signed release names: a lagging replica,
             // a half-synced mirror, a corrupted copy. Not the release's fault: retried.
             Err(error @ Error::Refused { .. }) => {
@@ -369,7 +380,7 @@ impl Agent {
         }
         tracing::info!(
             app = %self.settings.app, channel = %self.settings.channel, version = %target.version, serial = target.serial,
-            step = "download", bytes = target.size, duration_ms = started.elapsed().as_millis() as u64, "artifact downloaded and verified"
+            step = "download", bytes = self.state.last_download.as_ref().map_or(target.size, |record| record.bytes), full = target.size, duration_ms = started.elapsed().as_millis() as u64, "artifact downloaded and verified"
         );
         fault::point("downloaded");
         let outcome = self.install_restart_check(target, false).await?;

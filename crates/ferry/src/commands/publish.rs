@@ -59,6 +59,11 @@ pub struct Args {
     /// store); without it a missing directory is refused as a likely typo.
     #[arg(long)]
     pub create_store: bool,
+    /// Patches from this many of the channel's earlier releases to this one (per
+    /// architecture), so agents that have one of them download a few percent of the package
+    /// (docs/delta.md); 0 makes none.
+    #[arg(long, value_name = "N", default_value = "3")]
+    pub deltas: usize,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -120,6 +125,25 @@ fn plan_json(plan: &PublishPlan) -> serde_json::Value {
         "channel_unchanged": plan.channel_unchanged,
         "waves": plan.options.rollout.to_spec(),
     })
+}
+
+/// The patches of a delta index, for `--json`.
+fn delta_json(index: &ferry_release::DeltaIndex) -> Vec<serde_json::Value> {
+    index
+        .artifacts
+        .iter()
+        .flat_map(|(architecture, artifact)| {
+            artifact.patches.iter().map(move |patch| {
+                json!({
+                    "architecture": architecture,
+                    "from": patch.base_version,
+                    "size": patch.size,
+                    "full_size": artifact.target.size,
+                    "path": patch.path,
+                })
+            })
+        })
+        .collect()
 }
 
 fn print_plan(plan: &PublishPlan, store: &str) {
@@ -221,6 +245,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    // Patches first, so an agent that sees the new pointer finds them.
+    let delta_inputs: Vec<_> = plan
+        .artifacts
+        .iter()
+        .map(|artifact| {
+            (
+                artifact.architecture.clone(),
+                artifact.file.clone(),
+                artifact.reference.clone(),
+            )
+        })
+        .collect();
+    let delta_options = ferry_delta::DeltaOptions {
+        count: args.deltas,
+        ..Default::default()
+    };
+    let deltas = runtime
+        .block_on(ferry_delta::publish_deltas(
+            &store,
+            &key,
+            &plan.options.app,
+            &plan.options.channel,
+            &plan.version,
+            &delta_inputs,
+            &delta_options,
+        ))
+        .with_context(|| format!("cannot make the patches of {}", plan.version))?;
     let progress = TerminalProgress::new(false);
     let outcome = runtime
         .block_on(plan.execute(&store, &signer, &progress))
@@ -236,6 +287,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .and_then(|advanced| advanced.superseded_by)
         );
         value["key_id"] = json!(key.id().to_string());
+        value["deltas"] = json!(deltas.as_ref().map(delta_json).unwrap_or_default());
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         let plan = &outcome.plan;
@@ -261,6 +313,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "{} {} already published on {}/{}; nothing changed",
                 plan.package, plan.version, plan.options.app, plan.options.channel
             ),
+        }
+        if let Some(index) = &deltas {
+            for (architecture, artifact) in &index.artifacts {
+                for patch in &artifact.patches {
+                    println!(
+                        "  patch {architecture} from {}: {} bytes ({:.1} % of {})",
+                        patch.base_version,
+                        patch.size,
+                        100.0 * patch.size as f64 / artifact.target.size as f64,
+                        artifact.target.size
+                    );
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

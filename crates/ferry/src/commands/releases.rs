@@ -1,5 +1,6 @@
 //! `ferry releases`: the history of a channel, oldest first — serial, version, time and the
-//! key that signed each state; `*` marks the state the pointer holds now.
+//! key that signed each state; `*` marks the state the pointer holds now; each version's
+//! patches (size and share of the full package) when deltas were published.
 
 use std::process::ExitCode;
 
@@ -40,6 +41,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 store.url()
             )
         })?;
+    // Each version's patches (docs/delta.md), read once per version.
+    let mut patches: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for entry in &entries {
+        if patches.contains_key(&entry.version) {
+            continue;
+        }
+        let index = runtime
+            .block_on(ferry_delta::read_index(
+                &store,
+                &args.target.app,
+                &entry.version,
+            ))
+            .ok()
+            .flatten();
+        let described = index
+            .as_ref()
+            .map(ferry_delta::describe_patches)
+            .unwrap_or_default();
+        patches.insert(entry.version.clone(), described);
+    }
     let current_serial = current.map(|current| current.pointer.serial);
     if args.json {
         let list: Vec<_> = entries
@@ -54,6 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "artifacts": entry.pointer.release.artifacts,
                     "waves": entry.pointer.rollout.to_spec(),
                     "paused": entry.pointer.paused,
+                    "patches": patches.get(&entry.version).cloned().unwrap_or_default(),
                 })
             })
             .collect();
@@ -87,8 +109,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             entry.pointer.rollout.to_spec(),
             if entry.pointer.paused { " PAUSED" } else { "" }
         );
+        let described = patches.get(&entry.version).cloned().unwrap_or_default();
+        let patches = if described.is_empty() {
+            String::new()
+        } else {
+            format!("  patches: {}", described.join(", "))
+        };
         println!(
-            "{marker} {:>6}  {:<24} {:<20}  {key:<16}  {rollout}",
+            "{marker} {:>6}  {:<24} {:<20}  {key:<16}  {rollout}{patches}",
             entry.serial,
             entry.version,
             ferry_release::format_time(entry.published_at)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ferry_release::{HostReport, HostState};
 use ferry_testutil::Dir;
-use ferry_testutil::fleet::{Publisher, Units, stripped_copy};
+use ferry_testutil::fleet::{PackExtras, Publisher, stripped_copy};
 use ferry_testutil::hosts::{Bind, BootedHost, HostConfig, Image, image_or_skip};
 
 use crate::support::{ferry, ok, pack_ferry, pack_ferry_as};
@@ -179,7 +179,7 @@ impl World {
             Unit::Supervised => SUPERVISED_UNIT,
             Unit::Plain => PLAIN_UNIT,
         };
-        let units = Units {
+        let units = PackExtras {
             files: vec![("hello.service".into(), text.into())],
             systemd,
             depends: if unit == Unit::Supervised {
@@ -195,7 +195,7 @@ impl World {
     /// A supervised hello `version` whose postinst is `postinst` (with `#FERRY#` where the
     /// generated systemd part goes).
     pub fn hello_with_postinst(&self, version: &str, postinst: &str) -> PathBuf {
-        let units = Units {
+        let units = PackExtras {
             files: vec![("hello.service".into(), SUPERVISED_UNIT.into())],
             depends: vec!["ferry".into()],
             scripts: vec![("postinst".into(), postinst.into())],
