@@ -28,6 +28,10 @@ pub struct AgentFile {
     /// Paths of trusted minisign public keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trust: Vec<PathBuf>,
+    /// Paths of pinned root keys: the app's keyring (signed by them) says which release keys
+    /// may sign which channel, and how many (docs/trust.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust_root: Vec<PathBuf>,
     /// Time between polls (default `10s`), e.g. `"30s"`, `"500ms"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,

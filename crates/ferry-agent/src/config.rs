@@ -50,8 +50,10 @@ pub struct Settings {
     pub app: String,
     /// Channel followed.
     pub channel: String,
-    /// Trusted public key files (at least one).
+    /// Trusted public key files (at least one, unless `trust_root` is set).
     pub trust: Vec<PathBuf>,
+    /// Pinned root key files of the app's keyring (docs/trust.md).
+    pub trust_root: Vec<PathBuf>,
     /// Time between polls.
     pub interval: Duration,
     /// Upper bound of the random extra delay per poll.
@@ -223,10 +225,21 @@ impl Settings {
                 }
             })
             .collect();
-        if trust.is_empty() {
+        let trust_root: Vec<PathBuf> = file
+            .trust_root
+            .iter()
+            .map(|path| {
+                if path.is_relative() {
+                    base.join(path)
+                } else {
+                    path.clone()
+                }
+            })
+            .collect();
+        if trust.is_empty() && trust_root.is_empty() {
             return Err(config_error(
                 origin,
-                "`trust` lists no public key; add trust = [\"/etc/ferry/release.pub\"]",
+                "`trust` lists no public key; add trust = [\"/etc/ferry/release.pub\"] (or trust-root = [\"/etc/ferry/root.pub\"] for a keyring)",
             ));
         }
         let interval_text = overrides.interval.or(file.interval);
@@ -375,6 +388,7 @@ impl Settings {
             app,
             channel,
             trust,
+            trust_root,
             interval,
             jitter,
             backoff_max,

@@ -30,6 +30,7 @@ pub mod fsutil;
 pub mod health;
 pub mod install;
 pub mod journal;
+pub mod keyring;
 pub mod metrics;
 pub mod poll;
 pub mod report;

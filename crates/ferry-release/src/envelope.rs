@@ -24,6 +24,11 @@ pub struct Envelope {
     pub payload: String,
     /// The minisign signature of `payload` (the four-line `.minisig` text).
     pub signature: String,
+    /// More signatures of the same payload, one per further signer, for channels whose
+    /// keyring asks for several (docs/trust.md). Absent when there is one signer, so a
+    /// single-signature envelope is exactly what older readers know.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<String>,
 }
 
 impl Envelope {
@@ -39,6 +44,29 @@ impl Envelope {
         SignatureBox::from_string(&self.signature)
             .ok()
             .map(|signature_box| KeyId::from_keynum(signature_box.keynum()))
+    }
+
+    /// Every signature: `signature`, then `signatures`.
+    pub fn all_signatures(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.signature.as_str()).chain(self.signatures.iter().map(String::as_str))
+    }
+
+    /// The key ids the signatures claim (not checked).
+    pub fn claimed_key_ids(&self) -> Vec<KeyId> {
+        self.all_signatures()
+            .filter_map(|text| SignatureBox::from_string(text).ok())
+            .map(|signature_box| KeyId::from_keynum(signature_box.keynum()))
+            .collect()
+    }
+
+    /// Add `key`'s signature of the payload (a key that already signed is not added twice).
+    pub fn add_signature(&mut self, key: &SigningKey, trusted_comment: &str) -> Result<()> {
+        if self.claimed_key_ids().contains(&key.id()) {
+            return Ok(());
+        }
+        let signature = sign_reader(key, Cursor::new(self.payload.as_bytes()), trusted_comment)?;
+        self.signatures.push(signature);
+        Ok(())
     }
 
     /// Parse stored bytes (size-capped) into an envelope, without checking the signature.
@@ -69,7 +97,11 @@ pub fn sign_document<T: Serialize>(
         message: error.to_string(),
     })?;
     let signature = sign_reader(key, Cursor::new(payload.as_bytes()), trusted_comment)?;
-    Ok(Envelope { payload, signature })
+    Ok(Envelope {
+        payload,
+        signature,
+        signatures: Vec::new(),
+    })
 }
 
 /// Sign an artifact's bytes as they are read; returns the `.minisig` text.
@@ -128,16 +160,54 @@ fn check_signature<R: Read + Seek>(
     Ok(key_id)
 }
 
-/// Verify an envelope's signature; returns the payload text and the signer.
+/// Verify an envelope's signatures: at least `trusted.threshold()` distinct trusted keys
+/// (one with a plain trust list) must have signed the payload. Returns the payload text and
+/// the first signer.
 pub fn verify_envelope(bytes: &[u8], trusted: &TrustedKeys, what: &str) -> Result<(String, KeyId)> {
+    let (payload, signers) = verify_envelope_signers(bytes, trusted, what)?;
+    Ok((payload, signers[0]))
+}
+
+/// [`verify_envelope`], returning every trusted key that signed (at least the threshold).
+pub fn verify_envelope_signers(
+    bytes: &[u8],
+    trusted: &TrustedKeys,
+    what: &str,
+) -> Result<(String, Vec<KeyId>)> {
     let envelope = Envelope::from_bytes(bytes, what)?;
-    let key_id = check_signature(
-        Cursor::new(envelope.payload.as_bytes()),
-        &envelope.signature,
-        trusted,
-        what,
-    )?;
-    Ok((envelope.payload, key_id))
+    let mut signers: Vec<KeyId> = Vec::new();
+    let mut first_error = None;
+    for signature in envelope.all_signatures() {
+        match check_signature(
+            Cursor::new(envelope.payload.as_bytes()),
+            signature,
+            trusted,
+            what,
+        ) {
+            Ok(key_id) if !signers.contains(&key_id) => signers.push(key_id),
+            Ok(_) => {}
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    let need = trusted.threshold();
+    if signers.len() >= need {
+        return Ok((envelope.payload, signers));
+    }
+    match first_error {
+        Some(error) if signers.is_empty() => Err(error),
+        _ => Err(Error::BelowThreshold {
+            what: what.to_owned(),
+            have: signers.len(),
+            need,
+            signers: signers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
 }
 
 /// Verify an artifact against its `.minisig` text; returns the signer.

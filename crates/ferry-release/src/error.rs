@@ -76,6 +76,32 @@ pub enum Error {
     /// No trusted keys were given.
     #[error("no trusted public keys given: nothing can be verified")]
     NoTrustedKeys,
+    /// A keyring older than (or as old as) the one already accepted.
+    #[error(
+        "the keyring of {app} in the store has serial {serial}, but serial {known} was already accepted: an older keyring replayed (refused; the accepted one stays in force)"
+    )]
+    KeyringReplayed {
+        /// The app.
+        app: String,
+        /// The serial offered.
+        serial: u64,
+        /// The serial accepted before.
+        known: u64,
+    },
+    /// Fewer trusted keys signed than the keyring asks for.
+    #[error(
+        "{what} is signed by {have} of the {need} keys the keyring asks for (valid signers: {signers}); collect more signatures with `ferry sign`"
+    )]
+    BelowThreshold {
+        /// Which document.
+        what: String,
+        /// Valid signatures from allowed keys.
+        have: usize,
+        /// Signatures required.
+        need: usize,
+        /// Who signed validly.
+        signers: String,
+    },
     /// A document is larger than [`crate::MAX_DOCUMENT_BYTES`].
     #[error("{what} is {size} bytes, more than the {limit}-byte limit for a ferry document")]
     DocumentTooLarge {

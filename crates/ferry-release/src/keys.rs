@@ -217,6 +217,8 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
 #[derive(Debug, Clone, Default)]
 pub struct TrustedKeys {
     keys: Vec<(KeyId, PublicKey)>,
+    /// Distinct signatures needed (0 and 1 both mean one).
+    threshold: usize,
 }
 
 impl TrustedKeys {
@@ -259,11 +261,31 @@ impl TrustedKeys {
         Ok(id)
     }
 
+    /// Add every key of `other` (its threshold is not taken).
+    pub fn extend(&mut self, other: &TrustedKeys) {
+        for (id, key) in &other.keys {
+            if !self.keys.iter().any(|(known, _)| known == id) {
+                self.keys.push((*id, key.clone()));
+            }
+        }
+    }
+
     /// Trust the public half of a signing key.
     pub fn add_signing_key(&mut self, key: &SigningKey) {
         if !self.keys.iter().any(|(known, _)| *known == key.id) {
             self.keys.push((key.id, key.public.clone()));
         }
+    }
+
+    /// Require `threshold` distinct signatures from these keys (keyring thresholds).
+    pub fn with_threshold(mut self, threshold: usize) -> TrustedKeys {
+        self.threshold = threshold;
+        self
+    }
+
+    /// Distinct signatures a document needs (at least one).
+    pub fn threshold(&self) -> usize {
+        self.threshold.max(1)
     }
 
     /// True when no key is trusted.

@@ -30,6 +30,21 @@ pub fn deltas(app: &str, version: &str) -> String {
     format!("{APPS}/{app}/deltas/{version}.json")
 }
 
+/// `apps/<app>/keyring.json`, the app's current keyring (docs/trust.md).
+pub fn keyring(app: &str) -> String {
+    format!("{APPS}/{app}/keyring.json")
+}
+
+/// `apps/<app>/keyring/<serial>.json`, every keyring ever written (agents walk them).
+pub fn keyring_history(app: &str, serial: u64) -> String {
+    format!("{APPS}/{app}/keyring/{serial}.json")
+}
+
+/// `apps/<app>/staged/<channel>.json`, a pointer waiting for more signatures.
+pub fn staged_pointer(app: &str, channel: &str) -> String {
+    format!("{APPS}/{app}/staged/{channel}.json")
+}
+
 /// `apps/<app>/releases/<version>.json`.
 pub fn release(app: &str, version: &str) -> String {
     format!("{APPS}/{app}/releases/{version}.json")

@@ -15,6 +15,7 @@ mod delta;
 mod document;
 mod envelope;
 mod error;
+mod keyring;
 mod keys;
 pub mod layout;
 mod local;
@@ -29,9 +30,11 @@ pub use document::{
 };
 pub use envelope::{
     Envelope, MAX_DOCUMENT_BYTES, PointerCheck, VerifiedPointer, VerifiedRelease, sign_artifact,
-    sign_document, verify_artifact_signature, verify_envelope, verify_pointer, verify_release,
+    sign_document, verify_artifact_signature, verify_envelope, verify_envelope_signers,
+    verify_pointer, verify_release,
 };
 pub use error::Error;
+pub use keyring::{Keyring, KeyringKey, verify_keyring};
 pub use keys::{GeneratedKeyPair, KeyId, SigningKey, TrustedKeys, generate_key_pair};
 pub use local::{read_local_file, read_local_text};
 pub use name::{MAX_NAME_CHARS, check_name, validate_name};

@@ -13,6 +13,7 @@
 
 mod channel;
 mod error;
+mod keyring;
 mod open;
 pub mod pointer;
 mod progress;
@@ -26,6 +27,9 @@ pub use channel::{
 };
 pub use error::Error;
 pub use ferry_release::layout;
+pub use keyring::{
+    commit_staged, read_keyring, read_staged, refresh_keyring, write_keyring, write_staged,
+};
 pub use pointer::{PointerDocument, PointerTarget, Signer};
 pub use progress::{NoProgress, Progress};
 pub use publish::{

@@ -13,7 +13,7 @@ use ferry_release::{
     SCHEMA, SigningKey, sign_artifact, sign_document,
 };
 
-use crate::pointer::{self, Signer};
+use crate::pointer::{self, PointerDocument, Signer};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -343,6 +343,62 @@ impl PublishPlan {
         signer: &Signer<'_>,
         progress: &dyn Progress,
     ) -> Result<PublishOutcome, Error> {
+        self.upload(store, signer, progress).await?;
+        if self.channel_unchanged {
+            return Ok(PublishOutcome {
+                plan: self,
+                advanced: None,
+            });
+        }
+        let reference = self.release.reference();
+        let advanced = repoint(store, signer, &self.options, reference).await?;
+        Ok(PublishOutcome {
+            plan: self,
+            advanced: Some(advanced),
+        })
+    }
+
+    /// Upload what [`PublishPlan::execute`] uploads, then **stage** the next pointer state
+    /// instead of moving the channel: signed by this key, written to
+    /// `apps/<app>/staged/<channel>.json` for `ferry sign` to collect the other signatures
+    /// a keyring threshold asks for (docs/trust.md). Returns the staged state.
+    pub async fn stage(
+        self,
+        store: &Store,
+        signer: &Signer<'_>,
+        progress: &dyn Progress,
+    ) -> Result<(ChannelPointer, Envelope), Error> {
+        self.upload(store, signer, progress).await?;
+        let serial = match self.current_serial {
+            None => 1,
+            Some(current) => ferry_release::next_serial(current).ok_or(Error::SerialExhausted {
+                what: format!("channel {}/{}", self.options.app, self.options.channel),
+                serial: current,
+            })?,
+        };
+        let pointer = ChannelPointer {
+            schema: SCHEMA,
+            app: self.options.app.clone(),
+            channel: self.options.channel.clone(),
+            serial,
+            release: self.release.reference(),
+            rollout: self.options.rollout.clone(),
+            paused: false,
+            published_at: ferry_release::now_utc(),
+            expires_at: self.options.expires_at,
+        };
+        let envelope = sign_document(signer.key, &pointer, &pointer.comment())?;
+        crate::keyring::write_staged(store, &pointer, &envelope).await?;
+        Ok((pointer, envelope))
+    }
+
+    /// The artifacts, their signatures and the release document.
+    async fn upload(
+        &self,
+        store: &Store,
+        signer: &Signer<'_>,
+        progress: &dyn Progress,
+    ) -> Result<(), Error> {
         require_conditional_put(store, self.options.single_publisher).await?;
         for artifact in &self.artifacts {
             if artifact.upload {
@@ -384,18 +440,7 @@ impl PublishPlan {
                 }
             }
         }
-        if self.channel_unchanged {
-            return Ok(PublishOutcome {
-                plan: self,
-                advanced: None,
-            });
-        }
-        let reference = self.release.reference();
-        let advanced = repoint(store, signer, &self.options, reference).await?;
-        Ok(PublishOutcome {
-            plan: self,
-            advanced: Some(advanced),
-        })
+        Ok(())
     }
 }
 

@@ -58,6 +58,10 @@ pub enum Command {
     Config(commands::config::Args),
     /// Supervise a service: hold its sockets and swap processes without dropping requests.
     Run(commands::run::Args),
+    /// The app's keyring: root keys, release keys per channel, thresholds, revocation.
+    Keyring(commands::keyring::Args),
+    /// Add your signature to a staged pointer; the channel moves once enough have signed.
+    Sign(commands::sign::Args),
     /// Ask a `ferry run` for a zero-downtime swap and wait until it is done (ExecReload=).
     Reload(commands::reload::Args),
     /// Install a .deb on a throwaway Debian host with systemd and check it is healthy.
@@ -86,6 +90,8 @@ impl Command {
             Command::CloudInit(args) => commands::cloud_init::run(args),
             Command::Config(args) => commands::config::run(args),
             Command::Run(args) => commands::run::run(args),
+            Command::Keyring(args) => commands::keyring::run(args),
+            Command::Sign(args) => commands::sign::run(args),
             Command::Reload(args) => commands::reload::run(args),
             Command::Try(args) => commands::try_host::run(args),
             Command::Quickstart(args) => commands::quickstart::run(args),

@@ -277,7 +277,10 @@ fn a_rollback_and_the_next_patch_work_after_a_patched_install() {
         "--app",
         "hello",
     ])));
-    let three_line = listing.lines().find(|line| line.contains("3.0.0")).unwrap_or_default();
+    let three_line = listing
+        .lines()
+        .find(|line| line.contains("3.0.0"))
+        .unwrap_or_default();
     assert!(three_line.contains("patches: amd64 from "), "{listing}");
     assert!(
         three_line.contains("amd64 from 2.0.0") && three_line.contains("amd64 from 1.0.0"),

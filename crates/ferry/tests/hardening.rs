@@ -236,11 +236,15 @@ fn item3_a_blob_missing_for_a_moment_is_retried_not_marked_bad() {
         std::fs::metadata(&v2).unwrap().len(),
     );
     world.publish(&v2, "2.0.0");
-    // A lagging replica: the pointer is there, the blob not yet.
-    let blob =
-        PathBuf::from(world.store_url.strip_prefix("file://").unwrap()).join(&reference.path);
+    // A lagging replica: the pointer is there, the blob (and the patch index) not yet.
+    let store_dir = PathBuf::from(world.store_url.strip_prefix("file://").unwrap());
+    let blob = store_dir.join(&reference.path);
     let aside = world.dir.join("blob-aside");
     std::fs::rename(&blob, &aside).unwrap();
+    let index = store_dir.join(ferry_release::layout::deltas("hello", "2.0.0"));
+    if index.exists() {
+        std::fs::remove_file(&index).unwrap();
+    }
 
     let mut agent = spawn_agent(&world);
     assert!(

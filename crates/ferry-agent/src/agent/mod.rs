@@ -18,6 +18,7 @@ pub use crate::download::{artifact_path, download};
 use crate::fault;
 use crate::floor::FloorRecords;
 use crate::journal::{Journal, Release, State, Step};
+use crate::keyring::{KeyringTrust, poll_pointer_with_keyring};
 use crate::metrics::Metrics;
 use crate::poll::{ErrorChain, Polled, poll_pointer};
 pub use crate::report::{StatusReport, local_status, now_text, status_report};
@@ -63,6 +64,8 @@ pub struct Agent {
     settings: Settings,
     store: Store,
     trusted: TrustedKeys,
+    /// With `trust-root`: the keyring that says which keys sign this channel.
+    keyring: Option<KeyringTrust>,
     journal: Journal,
     state: State,
     metrics: Arc<Metrics>,
@@ -85,10 +88,35 @@ pub struct Agent {
 impl Agent {
     /// Load keys and the journal. Nothing is touched yet.
     pub fn new(settings: Settings, store: Store, metrics: Arc<Metrics>) -> Result<Agent, Error> {
-        let trusted = TrustedKeys::from_files(&settings.trust).map_err(|error| Error::Config {
-            path: settings.trust.first().cloned().unwrap_or_default(),
-            message: ErrorChain(&error).to_string(),
-        })?;
+        let load_keys = |paths: &[PathBuf]| {
+            TrustedKeys::from_files(paths).map_err(|error| Error::Config {
+                path: paths.first().cloned().unwrap_or_default(),
+                message: ErrorChain(&error).to_string(),
+            })
+        };
+        let flat = load_keys(&settings.trust)?;
+        let keyring = if settings.trust_root.is_empty() {
+            None
+        } else {
+            Some(KeyringTrust::load(
+                load_keys(&settings.trust_root)?,
+                settings
+                    .state_dir
+                    .join(format!("{}.keyring.json", settings.app)),
+            )?)
+        };
+        // What the floor copies, config bundles and self-update verify with: the trust list,
+        // or with only root keys pinned, the keys the accepted keyring allows on this channel.
+        let trusted = match keyring.as_ref().and_then(KeyringTrust::current) {
+            Some(current) if flat.is_empty() => current
+                .trusted_for(&settings.channel)
+                .map(|keys| keys.with_threshold(1))
+                .map_err(|error| Error::Config {
+                    path: settings.state_dir.clone(),
+                    message: error.to_string(),
+                })?,
+            _ => flat,
+        };
         for dir in [&settings.state_dir, &settings.cache_dir] {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io("create directory", dir.as_path(), e))?;
@@ -144,6 +172,7 @@ impl Agent {
             settings,
             store,
             trusted,
+            keyring,
             journal,
             state,
             metrics,
@@ -215,15 +244,31 @@ impl Agent {
         Metrics::increment(&self.metrics.polls);
         let path = ChannelPointer::path(&self.settings.app, &self.settings.channel);
         let known = self.seen_etag.clone().or_else(|| self.state.etag.clone());
-        let polled = poll_pointer(
-            &self.store,
-            &self.settings.app,
-            &self.settings.channel,
-            known.as_deref(),
-            self.state.highest_serial,
-            &self.trusted,
-        )
-        .await?;
+        let polled = match &mut self.keyring {
+            Some(keyring) => {
+                poll_pointer_with_keyring(
+                    &self.store,
+                    &self.settings.app,
+                    &self.settings.channel,
+                    known.as_deref(),
+                    self.state.highest_serial,
+                    keyring,
+                    &self.trusted,
+                )
+                .await?
+            }
+            None => {
+                poll_pointer(
+                    &self.store,
+                    &self.settings.app,
+                    &self.settings.channel,
+                    known.as_deref(),
+                    self.state.highest_serial,
+                    &self.trusted,
+                )
+                .await?
+            }
+        };
         let (verified, object) = match polled {
             Polled::NotModified => {
                 Metrics::increment(&self.metrics.not_modified);

@@ -20,6 +20,7 @@ use super::store_args::{ChannelArgs, runtime};
 /// Where the generated files go on the server.
 const AGENT_CONFIG_PATH: &str = "/etc/ferry/agent.toml";
 const TRUSTED_KEY_DIR: &str = "/etc/ferry/trusted";
+const ROOT_KEY_DIR: &str = "/etc/ferry/root";
 const BOOTSTRAP_SCRIPT_PATH: &str = "/var/lib/ferry/bootstrap/install-agent.sh";
 /// The agent's systemd unit, shipped by packaging/ferry.toml.
 const AGENT_UNIT: &str = "ferry-agent.service";
@@ -32,8 +33,17 @@ pub struct Args {
     #[command(flatten)]
     pub target: ChannelArgs,
     /// Trusted public key files, written to the server (repeat for key rotation).
-    #[arg(long, value_delimiter = ',', value_name = "PUBKEY", required = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "PUBKEY",
+        required_unless_present = "trust_root"
+    )]
     pub trust: Vec<PathBuf>,
+    /// Root public keys of the app's keyring, written to the server and pinned by the agent
+    /// as `trust-root` (docs/trust.md); then `--trust` may be left out.
+    #[arg(long = "trust-root", value_delimiter = ',', value_name = "PUBKEY")]
+    pub trust_root: Vec<PathBuf>,
     /// Install the agent from this .deb (https://, http://, s3:// or file://) instead of the
     /// store's own `--agent-app` channel.
     #[arg(long, value_name = "URL")]
@@ -90,8 +100,13 @@ struct Fetch {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let keys = read_trusted_keys(&args.trust)?;
-    let agent_config = agent_config(&args, &keys)?;
+    let mut keys = read_trusted_keys(&args.trust)?;
+    let roots = read_trusted_keys(&args.trust_root)?;
+    let agent_config = agent_config(&args, &keys, &roots)?;
+    keys.extend(roots.into_iter().map(|root| KeyFile {
+        id: format!("root:{}", root.id),
+        ..root
+    }));
     let source = match &args.agent_deb {
         Some(url) => AgentSource::Url(url_fetch(url, args.agent_deb_sha256.as_deref())?),
         None => store_fetch(&args)?,
@@ -128,12 +143,15 @@ fn read_trusted_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<KeyFile>> {
 }
 
 fn trusted_key_path(key: &KeyFile) -> String {
+    if let Some(id) = key.id.strip_prefix("root:") {
+        return format!("{ROOT_KEY_DIR}/{id}.pub");
+    }
     format!("{TRUSTED_KEY_DIR}/{}.pub", key.id)
 }
 
 /// The agent's TOML file: an `AgentFile` written by the agent's own serialiser, checked with
 /// the agent's own settings resolution before it is printed.
-fn agent_config(args: &Args, keys: &[KeyFile]) -> anyhow::Result<String> {
+fn agent_config(args: &Args, keys: &[KeyFile], roots: &[KeyFile]) -> anyhow::Result<String> {
     use ferry_agent::config::{ConfigFile, HealthFile, InstallFile, RestartFile, SelfUpdateFile};
     let install = match (args.install.as_str(), &args.install_root) {
         ("unpack", Some(root)) => InstallFile::Unpack {
@@ -164,6 +182,10 @@ fn agent_config(args: &Args, keys: &[KeyFile]) -> anyhow::Result<String> {
         trust: keys
             .iter()
             .map(|key| PathBuf::from(trusted_key_path(key)))
+            .collect(),
+        trust_root: roots
+            .iter()
+            .map(|root| PathBuf::from(format!("{ROOT_KEY_DIR}/{}.pub", root.id)))
             .collect(),
         interval: args.interval.clone(),
         state_dir: Some(PathBuf::from("/var/lib/ferry")),
@@ -238,8 +260,24 @@ fn url_fetch(url: &str, sha256: Option<&str>) -> anyhow::Result<Fetch> {
 
 /// Read and verify the `--agent-app` channel; one fetch per architecture it offers.
 fn store_fetch(args: &Args) -> anyhow::Result<AgentSource> {
-    let trusted = TrustedKeys::from_files(&args.trust).context("cannot load the trusted keys")?;
     let store = args.target.store.open(false)?;
+    let trusted = if args.trust.is_empty() {
+        // Only root keys: the agent package's channel is judged by the ferry app's keyring.
+        let roots =
+            TrustedKeys::from_files(&args.trust_root).context("cannot load --trust-root")?;
+        let keyring = runtime()?
+            .block_on(ferry_store::refresh_keyring(&store, &args.agent_app, None, &roots))
+            .with_context(|| format!("the keyring of {} does not verify from --trust-root", args.agent_app))?
+            .with_context(|| {
+                format!(
+                    "{} has no keyring to check ferry's own package with: pass --trust, or --agent-deb URL --agent-deb-sha256 HEX",
+                    args.agent_app
+                )
+            })?;
+        keyring.trusted_for(&args.agent_channel)?
+    } else {
+        TrustedKeys::from_files(&args.trust).context("cannot load the trusted keys")?
+    };
     let path = ChannelPointer::path(&args.agent_app, &args.agent_channel);
     let object = runtime()?
         .block_on(store.get(&path, MAX_DOCUMENT_BYTES as u64))

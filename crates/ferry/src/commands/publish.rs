@@ -59,6 +59,11 @@ pub struct Args {
     /// store); without it a missing directory is refused as a likely typo.
     #[arg(long)]
     pub create_store: bool,
+    /// Upload the release and stage the new pointer without moving the channel, for a
+    /// channel whose keyring asks for several signatures: others add theirs with
+    /// `ferry sign`, and the channel moves once enough have signed (docs/trust.md).
+    #[arg(long, conflicts_with = "dry_run")]
+    pub stage: bool,
     /// Patches from this many of the channel's earlier releases to this one (per
     /// architecture), so agents that have one of them download a few percent of the package
     /// (docs/delta.md); 0 makes none.
@@ -210,7 +215,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ => ferry_release::Rollout::default(),
     };
     let key = args.key.load()?;
-    let signer = args.key.signer(&key)?;
+    let mut signer = args.key.signer(&key)?;
     let app = match &args.app {
         Some(app) => app.clone(),
         None => inputs[0].package.clone(),
@@ -231,6 +236,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.store.open(args.create_store)?
     };
     let runtime = runtime()?;
+    // With a keyring, a key it allows on the channel may build on a state any listed key
+    // wrote (a revoked key's state is superseded by the next serial), and a channel that
+    // needs several signatures is published by staging.
+    let keyring = runtime
+        .block_on(ferry_store::read_keyring(&store, &options.app))
+        .with_context(|| format!("cannot read the keyring of {}", options.app))?;
+    if let Some(keyring) = &keyring {
+        let allowed = keyring.trusted_for(&options.channel)?;
+        if allowed.ids().contains(&key.id()) {
+            signer.trusted = merge_keys(&signer.trusted, &keyring.listed_keys()?);
+            signer.new_key = true;
+        }
+        let need = keyring.threshold(&options.channel);
+        if need > 1 && !args.stage && !args.dry_run {
+            anyhow::bail!(
+                "{}/{} needs {need} signatures (keyring serial {}): publish with --stage, then other keys run `ferry sign --app {} --channel {}`",
+                options.app,
+                options.channel,
+                keyring.serial,
+                options.app,
+                options.channel
+            );
+        }
+    }
     let plan = runtime
         .block_on(plan_publish(&store, &signer, &inputs, &options))
         .with_context(|| format!("cannot plan the publish to {}", store.url()))?;
@@ -273,6 +302,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ))
         .with_context(|| format!("cannot make the patches of {}", plan.version))?;
     let progress = TerminalProgress::new(false);
+    if args.stage {
+        let (app, channel, version) = (
+            plan.options.app.clone(),
+            plan.options.channel.clone(),
+            plan.version.clone(),
+        );
+        let (pointer, _) = runtime
+            .block_on(plan.stage(&store, &signer, &progress))
+            .with_context(|| format!("staging {version} on {app}/{channel} failed"))?;
+        let need = keyring
+            .as_ref()
+            .map_or(1, |keyring| keyring.threshold(&channel));
+        println!(
+            "staged {app} {version} for {app}/{channel} serial {} (key {}, 1 of {need} signatures); the channel has not moved: other keys run `ferry sign --store {} --app {app} --channel {channel}`",
+            pointer.serial,
+            key.id(),
+            store.url()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let outcome = runtime
         .block_on(plan.execute(&store, &signer, &progress))
         .with_context(|| format!("publish of {} to {} failed", inputs[0].version, store.url()))?;
@@ -329,4 +378,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The keys of `a` and `b`.
+fn merge_keys(
+    a: &ferry_release::TrustedKeys,
+    b: &ferry_release::TrustedKeys,
+) -> ferry_release::TrustedKeys {
+    let mut merged = a.clone();
+    merged.extend(b);
+    merged
 }
