@@ -246,3 +246,35 @@ fn proxy_connection(client: TcpStream, upstream_port: u16) -> std::io::Result<()
     }
     Ok(())
 }
+
+/// A store for a test that runs on both kinds: `<dir>/store` as `file://`, or `prefix` on a
+/// fresh S3 test server. Keep it for the test's length (it owns the server).
+pub struct TestStore {
+    /// The store URL.
+    pub url: String,
+    /// The environment a `ferry` command needs to reach it (empty for `file://`).
+    pub environment: Vec<(&'static str, String)>,
+    /// The S3 server, when there is one.
+    pub server: Option<S3Server>,
+}
+
+impl TestStore {
+    /// A `file://` store under `dir`, or (`s3`) one on a new S3 test server.
+    pub fn new(dir: &std::path::Path, s3: bool, prefix: &str) -> TestStore {
+        if s3 {
+            let server = S3Server::start();
+            TestStore {
+                url: server.store_url(prefix),
+                environment: server.environment(),
+                server: Some(server),
+            }
+        } else {
+            std::fs::create_dir_all(dir.join("store")).expect("create the store directory");
+            TestStore {
+                url: format!("file://{}", dir.join("store").display()),
+                environment: Vec::new(),
+                server: None,
+            }
+        }
+    }
+}

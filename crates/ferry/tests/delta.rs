@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use ferry_release::{DownloadRecord, HostReport};
 use ferry_testutil::fleet::{Publisher, run_bounded, stripped_copy};
-use ferry_testutil::s3::S3Server;
+use ferry_testutil::s3::{S3Server, TestStore};
 use ferry_testutil::{Dir, workspace_binary};
 
 /// One store (file:// or S3), a publisher and hello-service builds that differ like two
@@ -32,22 +32,11 @@ impl World {
     fn new(name: &str, s3: bool) -> World {
         let dir = Dir::new(name);
         let ferry = Path::new(env!("CARGO_BIN_EXE_ferry"));
-        let (store, environment, server) = if s3 {
-            let server = S3Server::start();
-            server.create_bucket("deltas");
-            (
-                server.store_url("deltas/ferry"),
-                server.environment(),
-                Some(server),
-            )
-        } else {
-            std::fs::create_dir_all(dir.join("store")).unwrap();
-            (
-                format!("file://{}", dir.join("store").display()),
-                vec![],
-                None,
-            )
-        };
+        let TestStore {
+            url: store,
+            environment,
+            server,
+        } = TestStore::new(dir.path(), s3, "deltas/ferry");
         let publisher = Publisher::new(
             ferry,
             &dir.join("work"),

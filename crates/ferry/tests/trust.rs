@@ -15,7 +15,7 @@ use std::time::Duration;
 use ferry_release::{ChannelPointer, HostReport, HostState, Keyring, ReleaseRef};
 use ferry_testutil::Dir;
 use ferry_testutil::fleet::{Publisher, run_bounded};
-use ferry_testutil::s3::S3Server;
+use ferry_testutil::s3::{S3Server, TestStore};
 
 struct World {
     dir: Dir,
@@ -29,21 +29,11 @@ impl World {
     fn new(name: &str, s3: bool) -> World {
         let dir = Dir::new(name);
         let ferry = Path::new(env!("CARGO_BIN_EXE_ferry"));
-        let (store, environment, server) = if s3 {
-            let server = S3Server::start();
-            (
-                server.store_url("trust"),
-                server.environment(),
-                Some(server),
-            )
-        } else {
-            std::fs::create_dir_all(dir.join("store")).unwrap();
-            (
-                format!("file://{}", dir.join("store").display()),
-                vec![],
-                None,
-            )
-        };
+        let TestStore {
+            url: store,
+            environment,
+            server,
+        } = TestStore::new(dir.path(), s3, "trust");
         let publisher = Publisher::new(
             ferry,
             &dir.join("work"),
@@ -205,13 +195,11 @@ impl World {
             Some(server) => {
                 let file = self.dir.join("raw-object");
                 std::fs::write(&file, bytes).unwrap();
-                let mut command = Command::new("aws");
-                command
-                    .args(["--endpoint-url", &server.endpoint(), "s3", "cp", "--quiet"])
-                    .arg(&file)
-                    .arg(format!("{}/{path}", server.store_url("trust")));
-                server.apply(&mut command);
-                support::ok(&mut command);
+                aws_cp(
+                    server,
+                    file.display().to_string(),
+                    format!("{}/{path}", server.store_url("trust")),
+                );
             }
         }
     }
@@ -221,17 +209,25 @@ impl World {
             None => std::fs::read(self.dir.join("store").join(path)).unwrap(),
             Some(server) => {
                 let file = self.dir.join("raw-read");
-                let mut command = Command::new("aws");
-                command
-                    .args(["--endpoint-url", &server.endpoint(), "s3", "cp", "--quiet"])
-                    .arg(format!("{}/{path}", server.store_url("trust")))
-                    .arg(&file);
-                server.apply(&mut command);
-                support::ok(&mut command);
+                aws_cp(
+                    server,
+                    format!("{}/{path}", server.store_url("trust")),
+                    file.display().to_string(),
+                );
                 std::fs::read(file).unwrap()
             }
         }
     }
+}
+
+/// `aws s3 cp FROM TO` against the test server (the stock client, as an intruder would).
+fn aws_cp(server: &S3Server, from: String, to: String) {
+    let mut command = Command::new("aws");
+    command
+        .args(["--endpoint-url", &server.endpoint(), "s3", "cp", "--quiet"])
+        .args([from, to]);
+    server.apply(&mut command);
+    support::ok(&mut command);
 }
 
 fn signing_key(world: &World, name: &str) -> ferry_release::SigningKey {
