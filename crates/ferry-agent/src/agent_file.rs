@@ -41,6 +41,10 @@ pub struct AgentFile {
     /// The longest wait between retries while the store fails (default `5m`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backoff_max: Option<String>,
+    /// Rewrite the host report this often even when nothing changed (default `5m`, jittered
+    /// by up to a tenth; `"off"` for never), so `ferry status` can tell a dead host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<String>,
     /// Where the journal lives (default `/var/lib/ferry`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,

@@ -60,6 +60,8 @@ pub struct Settings {
     pub jitter: Duration,
     /// Cap of the error backoff.
     pub backoff_max: Duration,
+    /// How often the report is rewritten when nothing changed (`None`: never).
+    pub heartbeat: Option<Duration>,
     /// Journal directory.
     pub state_dir: PathBuf,
     /// Artifact cache directory.
@@ -259,6 +261,21 @@ impl Settings {
             Duration::from_secs(300),
             origin,
         )?;
+        let heartbeat = match file.heartbeat.as_deref() {
+            Some("off") => None,
+            other => {
+                let text = other.map(str::to_owned);
+                let every =
+                    duration_or(text.as_ref(), "heartbeat", Duration::from_secs(300), origin)?;
+                if every.is_zero() {
+                    return Err(config_error(
+                        origin,
+                        "`heartbeat` must be more than zero, or \"off\"",
+                    ));
+                }
+                Some(every)
+            }
+        };
         let state_dir = overrides
             .state_dir
             .or(file.state_dir)
@@ -392,6 +409,7 @@ impl Settings {
             interval,
             jitter,
             backoff_max,
+            heartbeat,
             state_dir,
             cache_dir,
             host_id,

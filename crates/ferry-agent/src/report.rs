@@ -36,6 +36,7 @@ pub fn status_report(settings: &Settings, state: &State) -> StatusReport {
         updated_at: Some(now_text()),
         last_change_at: state.last_change_at.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        heartbeat_s: settings.heartbeat.map(|every| every.as_secs().max(1)),
         last_download: state.last_download.clone(),
     }
 }

@@ -161,7 +161,9 @@ fn health_of(report: &HostReport) -> &'static str {
 /// Summarise `reports` against `pointer` at `now`. A host is stale when it is not on the
 /// current release, has not failed it, its wave opened more than `stale_after` ago (and the
 /// channel is not paused), and it has not reported for longer than `stale_after`: it should
-/// have moved and said so, and did neither.
+/// have moved and said so, and did neither. A host whose agent sends heartbeats
+/// (`heartbeat-s` in its report) is also stale when its report is older than
+/// `stale_after`, whatever it runs, and then does not count as updated.
 pub fn summarize(
     app: &str,
     channel: &str,
@@ -184,7 +186,14 @@ pub fn summarize(
             let failed_current =
                 !on_current && current_version.is_some_and(|version| report.marked_bad(version));
             let last_seen = report.updated_at_time();
-            let stale = match (pointer, last_seen) {
+            // With heartbeats, silence for longer than the limit means the host is gone,
+            // whatever version it last reported.
+            let silent = report.heartbeat_s.is_some()
+                && last_seen.is_none_or(|seen| {
+                    seen.checked_add(stale_after_time)
+                        .is_some_and(|limit| limit < now)
+                });
+            let moving = match (pointer, last_seen) {
                 (Some(pointer), last_seen) if !on_current && !failed_current && !pointer.paused => {
                     let opened = wave
                         .and_then(|index| pointer.rollout.opens_at(index, pointer.published_at))
@@ -199,6 +208,7 @@ pub fn summarize(
                 }
                 _ => false,
             };
+            let stale = silent || moving;
             HostRow {
                 host: report.host_id.clone(),
                 health: health_of(&report).to_owned(),
@@ -257,7 +267,10 @@ pub fn summarize(
                         .iter()
                         .filter(|host| host.wave == Some(index + 1))
                         .collect();
-                    let updated = members.iter().filter(|host| host.on_current).count();
+                    let updated = members
+                        .iter()
+                        .filter(|host| host.on_current && !host.stale)
+                        .count();
                     let failed = members.iter().filter(|host| host.failed_current).count();
                     WaveProgress {
                         wave: index + 1,
@@ -275,7 +288,11 @@ pub fn summarize(
         })
         .unwrap_or_default();
 
-    let updated = hosts.iter().filter(|host| host.on_current).count();
+    // A host gone silent is not counted as updated: nobody knows what it runs now.
+    let updated = hosts
+        .iter()
+        .filter(|host| host.on_current && !host.stale)
+        .count();
     let failed = hosts.iter().filter(|host| host.failed_current).count();
     let totals = Totals {
         hosts: hosts.len(),
@@ -534,6 +551,39 @@ mod tests {
         assert_eq!(status.totals.stale, 0);
         assert!(status.waves.iter().all(|wave| !wave.open));
         assert!(status.pointer.unwrap().paused);
+    }
+
+    #[test]
+    fn a_host_with_heartbeats_that_went_silent_is_stale_and_not_counted_updated() {
+        let pointer = pointer("2.0", "100%:0", false);
+        let with_heartbeat = |host: &str, seen: i64| HostReport {
+            heartbeat_s: Some(60),
+            ..report(host, "2.0", "ok", seen, &[])
+        };
+        let status = summarize(
+            "hello",
+            "stable",
+            Some(&pointer),
+            vec![
+                // On the release, but silent for 10 minutes with a 1-minute heartbeat.
+                with_heartbeat("gone", 3000),
+                with_heartbeat("alive", 3590),
+                // No heartbeat: an old report on the release says nothing about liveness.
+                report("quiet", "2.0", "ok", 10, &[]),
+            ],
+            0,
+            at(3600),
+            Duration::from_secs(180),
+        );
+        let stale: Vec<&str> = status
+            .hosts
+            .iter()
+            .filter(|host| host.stale)
+            .map(|host| host.host.as_str())
+            .collect();
+        assert_eq!(stale, ["gone"]);
+        assert_eq!(status.totals.updated, 2);
+        assert_eq!(status.totals.pending, 1);
     }
 
     #[test]

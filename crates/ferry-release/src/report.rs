@@ -155,6 +155,10 @@ pub struct HostReport {
     /// The version of the agent that wrote it.
     #[serde(default)]
     pub agent_version: String,
+    /// The agent rewrites this report at least this often (seconds): a report older than
+    /// that says the host (or its agent) is gone. Absent: no heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_s: Option<u64>,
     /// How the last release was fetched (absent in reports of older agents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_download: Option<DownloadRecord>,
@@ -207,6 +211,7 @@ mod tests {
             updated_at: Some("2026-11-27T05:00:00Z".into()),
             last_change_at: None,
             agent_version: "0.1.0".into(),
+            heartbeat_s: None,
             last_download: None,
         };
         let text = serde_json::to_string(&report).unwrap();

@@ -66,6 +66,8 @@ pub struct Agent {
     trusted: TrustedKeys,
     /// With `trust-root`: the keyring that says which keys sign this channel.
     keyring: Option<KeyringTrust>,
+    /// When this process last wrote the report (for heartbeats).
+    last_report: std::sync::Mutex<Option<Instant>>,
     journal: Journal,
     state: State,
     metrics: Arc<Metrics>,
@@ -173,6 +175,7 @@ impl Agent {
             store,
             trusted,
             keyring,
+            last_report: std::sync::Mutex::new(None),
             journal,
             state,
             metrics,
@@ -644,6 +647,17 @@ impl Agent {
     /// Write the status report to the store (best effort: a read-only store is fine).
     pub async fn report(&self) {
         crate::report::write_report(&self.store, &self.settings, &self.state).await;
+        if let Ok(mut last) = self.last_report.lock() {
+            *last = Some(Instant::now());
+        }
+    }
+
+    /// How long ago the report was last written by this process (`None`: not yet).
+    pub fn report_age(&self) -> Option<std::time::Duration> {
+        self.last_report
+            .lock()
+            .ok()
+            .and_then(|last| last.map(|at| at.elapsed()))
     }
 }
 

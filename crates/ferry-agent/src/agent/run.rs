@@ -44,6 +44,9 @@ pub async fn run(
         settings.backoff_max,
     );
     tokio::pin!(shutdown);
+    let mut heartbeat_due = settings
+        .heartbeat
+        .map(|every| every + jitter.up_to(every / 10));
     loop {
         let cycle = agent.cycle();
         let result = tokio::select! {
@@ -100,6 +103,15 @@ pub async fn run(
                 }
             }
         };
+        // Heartbeat: the report is rewritten when nothing else wrote it for a while, so
+        // `ferry status` can tell a host that is gone from one with nothing to say.
+        if let (Some(due), Some(every)) = (heartbeat_due, settings.heartbeat) {
+            if agent.report_age().is_none_or(|age| age >= due) {
+                tracing::debug!(app = %settings.app, channel = %settings.channel, "heartbeat: report refreshed");
+                agent.report().await;
+                heartbeat_due = Some(every + jitter.up_to(every / 10));
+            }
+        }
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = &mut shutdown => {

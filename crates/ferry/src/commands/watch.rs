@@ -52,6 +52,10 @@ pub struct Args {
     /// Time between reads of the host reports.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", default_value = "2s")]
     pub interval: Duration,
+    /// A host whose agent sends heartbeats and has not reported for this long is gone: it
+    /// does not count as updated (so the rollout is not done while it is silent).
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", default_value = "1h")]
+    pub stale_after: Duration,
     /// Write even on a store that ignores conditional writes.
     #[arg(long)]
     pub single_publisher: bool,
@@ -63,8 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let signer = args.key.signer(&key)?;
     let store = args.target.store.open(false)?;
     let runtime = runtime()?;
-    // Never judged stale here: the judge counts failures and completions only.
-    let stale_after = Duration::from_secs(3600);
+    let stale_after = args.stale_after;
     let read = |store: &ferry_store::Store| {
         runtime.block_on(ferry_fleet::collect(
             store,
