@@ -57,7 +57,9 @@ pub async fn publish_deltas(
             return Ok(Some(index));
         }
     }
-    let history = ferry_store::history(store, app, channel, Some(64)).await?;
+    // Enough history to find `count` distinct earlier artifacts even with a few rollbacks
+    // and pauses in between, without reading the whole channel at every publish.
+    let history = ferry_store::history(store, app, channel, Some(options.count * 8)).await?;
     let mut by_architecture: BTreeMap<String, ArtifactDeltas> = BTreeMap::new();
     for (architecture, file, target) in artifacts {
         // Earlier artifacts of this architecture, newest first, each once.
@@ -124,10 +126,7 @@ pub async fn publish_deltas(
                     sha256: target.sha256.clone(),
                     size: target.size,
                 },
-                expanded: Digest {
-                    sha256: sha256_hex(&target_expanded),
-                    size: target_expanded.len() as u64,
-                },
+                expanded: Digest::of(&target_expanded),
                 patches,
             },
         );
@@ -213,10 +212,7 @@ async fn make_patch(
             sha256: base.sha256.clone(),
             size: base.size,
         },
-        base_expanded: Digest {
-            sha256: sha256_hex(&base_expanded),
-            size: base_expanded.len() as u64,
-        },
+        base_expanded: Digest::of(&base_expanded),
         algorithm: PATCH_ALGORITHM.to_owned(),
         sha256,
         size,

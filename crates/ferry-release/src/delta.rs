@@ -25,6 +25,16 @@ pub struct Digest {
     pub size: u64,
 }
 
+impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Digest {
+        Digest {
+            sha256: crate::sha256_hex(bytes),
+            size: bytes.len() as u64,
+        }
+    }
+}
+
 /// One patch: applied to the expanded form of `base`, it yields the target's expanded form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatchRef {

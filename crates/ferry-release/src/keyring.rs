@@ -15,7 +15,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::keys::{KeyId, TrustedKeys};
+use crate::keys::TrustedKeys;
 use crate::{Error, Result};
 
 /// One release key in a keyring.
@@ -60,11 +60,11 @@ pub struct Keyring {
 impl Keyring {
     /// The root keys, with the root threshold.
     pub fn root_keys(&self) -> Result<TrustedKeys> {
-        let mut keys = TrustedKeys::new();
-        for root in &self.roots {
-            keys.add_text(root, Path::new("keyring root"))?;
-        }
-        Ok(keys.with_threshold(self.root_threshold))
+        let roots = self
+            .roots
+            .iter()
+            .map(|root| ("keyring root", root.as_str()));
+        Ok(keys_of(roots)?.with_threshold(self.root_threshold))
     }
 
     /// Signatures `channel` needs.
@@ -80,40 +80,35 @@ impl Keyring {
     /// The keys that may sign `channel` (not revoked, allowed there), with its threshold:
     /// what a pointer of that channel is verified with.
     pub fn trusted_for(&self, channel: &str) -> Result<TrustedKeys> {
-        let mut keys = TrustedKeys::new();
-        for key in &self.keys {
-            if !key.revoked
+        let allowed = self.keys.iter().filter(|key| {
+            !key.revoked
                 && key
                     .channels
                     .iter()
                     .any(|allowed| allowed == "*" || allowed == channel)
-            {
-                keys.add_text(&key.public_key, Path::new(&key.name))?;
-            }
-        }
-        Ok(keys.with_threshold(self.threshold(channel)))
+        });
+        let keys = allowed.map(|key| (key.name.as_str(), key.public_key.as_str()));
+        Ok(keys_of(keys)?.with_threshold(self.threshold(channel)))
     }
 
     /// Every listed key, revoked ones included (a publisher may build on a state a revoked
     /// key wrote: the next serial supersedes it).
     pub fn listed_keys(&self) -> Result<TrustedKeys> {
-        let mut keys = TrustedKeys::new();
-        for key in &self.keys {
-            keys.add_text(&key.public_key, Path::new(&key.name))?;
-        }
-        Ok(keys)
+        keys_of(
+            self.keys
+                .iter()
+                .map(|key| (key.name.as_str(), key.public_key.as_str())),
+        )
     }
+}
 
-    /// The name of the key with this id, if it is listed.
-    pub fn name_of(&self, id: KeyId) -> Option<&str> {
-        self.keys.iter().find_map(|key| {
-            let mut single = TrustedKeys::new();
-            let found = single
-                .add_text(&key.public_key, Path::new(&key.name))
-                .ok()?;
-            (found == id).then_some(key.name.as_str())
-        })
+/// A key set from (name, base64 public key) pairs; the name labels errors.
+fn keys_of<'a>(keys: impl Iterator<Item = (&'a str, &'a str)>) -> Result<TrustedKeys> {
+    let mut set = TrustedKeys::new();
+    for (name, public_key) in keys {
+        set.add_text(public_key, Path::new(name))?;
     }
+    Ok(set)
 }
 
 /// Verify `bytes` as the keyring that follows `previous` (`None`: the first one the verifier

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use ferry_release::{ChannelPointer, HostReport, HostState, Keyring, ReleaseRef};
+use ferry_release::{ChannelPointer, HostReport, HostState, Keyring};
 use ferry_testutil::Dir;
 use ferry_testutil::fleet::{Publisher, run_bounded};
 use ferry_testutil::s3::{S3Server, TestStore};
@@ -482,7 +482,6 @@ fn staged_pointer(world: &World, channel: &str) -> (ChannelPointer, ferry_releas
     )
     .unwrap();
     let pointer: ChannelPointer = serde_json::from_str(&envelope.payload).unwrap();
-    let _: &ReleaseRef = &pointer.release;
     (pointer, envelope)
 }
 

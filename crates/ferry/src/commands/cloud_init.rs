@@ -100,13 +100,10 @@ struct Fetch {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut keys = read_trusted_keys(&args.trust)?;
-    let roots = read_trusted_keys(&args.trust_root)?;
+    let mut keys = read_trusted_keys(&args.trust, TRUSTED_KEY_DIR)?;
+    let roots = read_trusted_keys(&args.trust_root, ROOT_KEY_DIR)?;
     let agent_config = agent_config(&args, &keys, &roots)?;
-    keys.extend(roots.into_iter().map(|root| KeyFile {
-        id: format!("root:{}", root.id),
-        ..root
-    }));
+    keys.extend(roots);
     let source = match &args.agent_deb {
         Some(url) => AgentSource::Url(url_fetch(url, args.agent_deb_sha256.as_deref())?),
         None => store_fetch(&args)?,
@@ -121,9 +118,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 struct KeyFile {
     id: String,
     text: String,
+    /// The directory it goes to on the server.
+    dir: &'static str,
 }
 
-fn read_trusted_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<KeyFile>> {
+fn read_trusted_keys(paths: &[PathBuf], dir: &'static str) -> anyhow::Result<Vec<KeyFile>> {
     let mut keys: Vec<KeyFile> = Vec::new();
     for path in paths {
         let text = ferry_release::read_local_text(path, 16 * 1024)
@@ -136,6 +135,7 @@ fn read_trusted_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<KeyFile>> {
             keys.push(KeyFile {
                 id,
                 text: format!("{}\n", text.trim()),
+                dir,
             });
         }
     }
@@ -143,10 +143,7 @@ fn read_trusted_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<KeyFile>> {
 }
 
 fn trusted_key_path(key: &KeyFile) -> String {
-    if let Some(id) = key.id.strip_prefix("root:") {
-        return format!("{ROOT_KEY_DIR}/{id}.pub");
-    }
-    format!("{TRUSTED_KEY_DIR}/{}.pub", key.id)
+    format!("{}/{}.pub", key.dir, key.id)
 }
 
 /// The agent's TOML file: an `AgentFile` written by the agent's own serialiser, checked with
@@ -185,7 +182,7 @@ fn agent_config(args: &Args, keys: &[KeyFile], roots: &[KeyFile]) -> anyhow::Res
             .collect(),
         trust_root: roots
             .iter()
-            .map(|root| PathBuf::from(format!("{ROOT_KEY_DIR}/{}.pub", root.id)))
+            .map(|root| PathBuf::from(trusted_key_path(root)))
             .collect(),
         interval: args.interval.clone(),
         state_dir: Some(PathBuf::from("/var/lib/ferry")),

@@ -125,30 +125,27 @@ pub enum KeyringCommand {
     },
 }
 
-/// The base64 line of a public key file.
+/// The base64 line of a public key file's text (what a keyring lists).
+fn base64_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !line.starts_with("untrusted comment:"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The base64 line of a public key file, checked to be a minisign key.
 fn public_line(path: &Path) -> anyhow::Result<String> {
     let text = ferry_release::read_local_text(path, 16 * 1024)
         .with_context(|| format!("cannot read public key {}", path.display()))?;
     TrustedKeys::new()
         .add_text(&text, path)
         .with_context(|| format!("{} is not a minisign public key", path.display()))?;
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|line| !line.is_empty() && !line.starts_with("untrusted comment:"))
-        .unwrap_or_default();
-    Ok(line.to_owned())
+    Ok(base64_line(&text))
 }
 
 fn public_of(key: &SigningKey) -> anyhow::Result<String> {
-    let text = key.public_key_text()?;
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|line| !line.is_empty() && !line.starts_with("untrusted comment:"))
-        .unwrap_or_default()
-        .to_owned();
-    Ok(line)
+    Ok(base64_line(&key.public_key_text()?))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {

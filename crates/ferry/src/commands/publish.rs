@@ -245,7 +245,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(keyring) = &keyring {
         let allowed = keyring.trusted_for(&options.channel)?;
         if allowed.ids().contains(&key.id()) {
-            signer.trusted = merge_keys(&signer.trusted, &keyring.listed_keys()?);
+            signer.trusted.extend(&keyring.listed_keys()?);
             signer.new_key = true;
         }
         let need = keyring.threshold(&options.channel);
@@ -378,14 +378,4 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The keys of `a` and `b`.
-fn merge_keys(
-    a: &ferry_release::TrustedKeys,
-    b: &ferry_release::TrustedKeys,
-) -> ferry_release::TrustedKeys {
-    let mut merged = a.clone();
-    merged.extend(b);
-    merged
 }

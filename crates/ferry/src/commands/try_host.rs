@@ -80,7 +80,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.units.clone()
     };
 
-    let work = tempdir()?;
+    let work = tempfile::Builder::new()
+        .prefix("ferry-try-")
+        .tempdir()
+        .context("cannot create a work directory for the host")?;
     let mut binds = Vec::new();
     for (index, item) in extras.iter().chain([&tried]).enumerate() {
         binds.push(Bind {
@@ -303,26 +306,5 @@ impl Package {
             version,
             units,
         })
-    }
-}
-
-fn tempdir() -> anyhow::Result<TempDir> {
-    let base = std::env::temp_dir().join(format!("ferry-try-{}", std::process::id()));
-    std::fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
-    Ok(TempDir(base))
-}
-
-/// A work directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
