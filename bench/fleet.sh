@@ -10,7 +10,7 @@
 # new release's binary: 1000 supervised services would not fit in memory. The zero-downtime
 # swap itself is measured by bench/reload.sh.
 #
-# Needs: cargo, moto_server, strip (binutils); scripts/test installs moto.
+# Needs: cargo, strip (binutils); moto comes from the tools virtualenv (scripts/python-tools).
 # Usage: bench/fleet.sh            (about 3–4 minutes after the build)
 #   AGENTS=200 INTERVAL=5 IDLE=20 bench/fleet.sh   for a smaller run
 set -euo pipefail
@@ -18,7 +18,8 @@ cd "$(dirname "$0")/.."
 
 # 1000 agents + their store connections need file descriptors and processes.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
-command -v moto_server >/dev/null || { echo "moto_server is missing: python3 -m pip install 'moto[server]'" >&2; exit 1; }
+# shellcheck source=scripts/python-tools
+. scripts/python-tools
 
 cargo build --release -q -p hello-service
 export FERRY_BENCH_AGENTS="${AGENTS:-1000}"

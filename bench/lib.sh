@@ -1,6 +1,10 @@
 # Sourced by the benchmarks that talk to a local S3-compatible server: a free loopback port
 # and a moto server on it with one bucket. Callers own cleanup (they kill "$moto_pid").
 
+# moto, the AWS CLI and boto3 come from the tools virtualenv (made on first use).
+# shellcheck source=scripts/python-tools
+. scripts/python-tools
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

@@ -13,9 +13,14 @@ use crate::Error;
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AgentFile {
-    /// The store URL: `file:///srv/ferry` or `s3://bucket/prefix`.
+    /// The store URL: `file:///srv/ferry`, `s3://bucket/prefix`, or `https://cdn/ferry` (a
+    /// static server or CDN in front of the store, read-only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+    /// Where host reports are written when `store` is read-only (an `https://` CDN): the
+    /// `s3://` or `file://` store behind it. Default: `store` itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_store: Option<String>,
     /// A custom S3 endpoint (MinIO, a local test server).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s3_endpoint: Option<String>,

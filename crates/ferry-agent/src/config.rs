@@ -44,6 +44,8 @@ pub struct Overrides {
 pub struct Settings {
     /// Store URL.
     pub store: String,
+    /// Where reports go when not to `store` (`report-store`).
+    pub report_store: Option<String>,
     /// Custom S3 endpoint, if any.
     pub s3_endpoint: Option<String>,
     /// Application name.
@@ -401,6 +403,7 @@ impl Settings {
             config,
             self_update,
             store,
+            report_store: file.report_store,
             s3_endpoint: overrides.s3_endpoint.or(file.s3_endpoint),
             app,
             channel,

@@ -182,6 +182,16 @@ impl ConfigApplier {
         .await?;
         let (bundle, etag) = match polled {
             Polled::NotModified => return Ok(ConfigOutcome::UpToDate),
+            Polled::Stale {
+                serial,
+                highest_seen,
+                etag,
+            } => {
+                tracing::warn!(app = %self.app, channel = %channel, "ignored a stale config pointer: serial {serial} is lower than serial {highest_seen} already seen");
+                self.state.etag = etag;
+                self.save()?;
+                return Ok(ConfigOutcome::UpToDate);
+            }
             Polled::Missing => return Ok(ConfigOutcome::NoBundle),
             Polled::Refused { reason, etag } => {
                 tracing::error!(app = %self.app, channel = %channel, "REFUSED config bundle: {reason}");

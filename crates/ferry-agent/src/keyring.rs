@@ -12,7 +12,7 @@ use ferry_release::{Keyring, PointerCheck, TrustedKeys, VerifiedPointer};
 use ferry_store::Store;
 
 use crate::Error;
-use crate::poll::{Polled, poll, store_error};
+use crate::poll::{Polled, pointer_verdict, poll, store_error};
 
 /// The keyring side of an agent's trust.
 pub struct KeyringTrust {
@@ -118,6 +118,17 @@ pub async fn poll_pointer_with_keyring(
         Polled::NotModified => return Ok(Polled::NotModified),
         Polled::Missing => return Ok(Polled::Missing),
         Polled::Refused { reason, etag } => return Ok(Polled::Refused { reason, etag }),
+        Polled::Stale {
+            serial,
+            highest_seen,
+            etag,
+        } => {
+            return Ok(Polled::Stale {
+                serial,
+                highest_seen,
+                etag,
+            });
+        }
     };
     match keyring.refresh(store, app).await {
         Ok(()) => {}
@@ -141,17 +152,9 @@ pub async fn poll_pointer_with_keyring(
         highest_seen: (highest_serial > 0).then_some(highest_serial),
         now: ferry_release::now_utc(),
     };
-    Ok(
-        match ferry_release::verify_pointer(&bytes, &trusted, &check) {
-            Ok(verified) => Polled::Verified {
-                document: verified,
-                etag,
-                bytes,
-            },
-            Err(error) => Polled::Refused {
-                reason: error.to_string(),
-                etag,
-            },
-        },
-    )
+    Ok(pointer_verdict(
+        ferry_release::verify_pointer(&bytes, &trusted, &check),
+        etag,
+        bytes,
+    ))
 }

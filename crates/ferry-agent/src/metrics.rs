@@ -22,6 +22,8 @@ pub struct Metrics {
     pub rollbacks: AtomicU64,
     /// Pointers or artifacts refused by verification.
     pub refused: AtomicU64,
+    /// Signed pointers older than the serial floor (a cache or replica behind), ignored.
+    pub stale_pointers: AtomicU64,
     /// The serial of the committed release.
     pub current_serial: AtomicU64,
     /// Bytes fetched from the store for releases (patches or whole packages).
@@ -100,6 +102,12 @@ impl Metrics {
                 "counter",
                 "Pointers or artifacts refused by verification.",
                 &self.refused,
+            ),
+            (
+                "ferry_agent_stale_pointers_total",
+                "counter",
+                "Signed pointers older than one already accepted (a cache behind, or a replay), ignored.",
+                &self.stale_pointers,
             ),
             (
                 "ferry_agent_download_bytes_total",

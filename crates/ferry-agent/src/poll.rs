@@ -29,6 +29,16 @@ pub enum Polled<T> {
         /// Its bytes (the signed envelope).
         bytes: Bytes,
     },
+    /// A correctly signed pointer older than one already accepted: a cache, CDN edge or
+    /// replica behind the store (or a replay). Nothing to do; it is not an error of the host.
+    Stale {
+        /// Its serial.
+        serial: u64,
+        /// The highest serial accepted before.
+        highest_seen: u64,
+        /// Its ETag, so it is not fetched again until it changes.
+        etag: Option<String>,
+    },
     /// A new object that was refused.
     Refused {
         /// Why.
@@ -93,10 +103,58 @@ pub async fn poll_pointer(
         now: ferry_release::now_utc(),
     };
     let path = ChannelPointer::path(app, channel);
-    poll(store, &path, known_etag, "channel pointer", |bytes| {
-        ferry_release::verify_pointer(bytes, trusted, &check).map_err(|error| error.to_string())
+    let fetched = poll(store, &path, known_etag, "channel pointer", |bytes| {
+        Ok(Bytes::copy_from_slice(bytes))
     })
-    .await
+    .await?;
+    Ok(match fetched {
+        Polled::Verified { bytes, etag, .. } => pointer_verdict(
+            ferry_release::verify_pointer(&bytes, trusted, &check),
+            etag,
+            bytes,
+        ),
+        Polled::NotModified => Polled::NotModified,
+        Polled::Missing => Polled::Missing,
+        Polled::Stale {
+            serial,
+            highest_seen,
+            etag,
+        } => Polled::Stale {
+            serial,
+            highest_seen,
+            etag,
+        },
+        Polled::Refused { reason, etag } => Polled::Refused { reason, etag },
+    })
+}
+
+/// What a pointer's verification means for the poll: accepted, stale (signed but older than
+/// the serial floor: never installed, never an error), or refused.
+pub fn pointer_verdict(
+    verified: Result<VerifiedPointer, ferry_release::Error>,
+    etag: Option<String>,
+    bytes: Bytes,
+) -> Polled<VerifiedPointer> {
+    match verified {
+        Ok(document) => Polled::Verified {
+            document,
+            etag,
+            bytes,
+        },
+        Err(ferry_release::Error::SerialRegressed {
+            serial,
+            highest_seen,
+            ..
+        }) => Polled::Stale {
+            serial,
+            highest_seen,
+            etag,
+        },
+        Err(error) => Polled::Refused {
+            reason: error.to_string(),
+            etag,
+        },
+    }
 }
 
 /// A store error as the agent sees it, classified by the store itself: worth a retry

@@ -60,7 +60,8 @@ pub fn now_text() -> String {
 /// Write the report of `state` to the store (best effort: a read-only store is fine, and a
 /// store that does not answer within 10 s does not hold up the agent).
 pub async fn write_report(store: &Store, settings: &Settings, state: &State) {
-    if !settings.report {
+    // A read-only store (a CDN) takes no reports; the agent said so when it started.
+    if !settings.report || store.is_read_only() {
         return;
     }
     let report = status_report(settings, state);

@@ -189,6 +189,16 @@ impl SelfUpdater {
         .await?;
         let (pointer, etag) = match polled {
             Polled::NotModified | Polled::Missing => return Ok(SelfUpdateOutcome::UpToDate),
+            Polled::Stale {
+                serial,
+                highest_seen,
+                etag,
+            } => {
+                tracing::warn!(app = %self.settings.app, channel = %self.settings.channel, "ignored a stale self-update pointer: serial {serial} is lower than serial {highest_seen} already seen");
+                self.state.etag = etag;
+                self.save()?;
+                return Ok(SelfUpdateOutcome::UpToDate);
+            }
             Polled::Refused { reason, etag } => {
                 tracing::error!(app = %self.settings.app, channel = %self.settings.channel, "REFUSED self-update pointer: {reason}");
                 self.state.etag = etag;

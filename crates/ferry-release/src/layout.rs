@@ -90,9 +90,67 @@ pub fn config_history(app: &str, channel: &str, serial: u64) -> String {
     format!("{}/{serial}.json", config_history_prefix(app, channel))
 }
 
+/// How long a cache (a CDN, nginx in front of the bucket) may keep an object, by its place in
+/// the layout. Publishers set it as `Cache-Control` on S3 writes; docs/scale.md has the same
+/// rules for a static server in front of a `file://` store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caching {
+    /// Never rewritten: content-addressed artifacts and patches, every history entry,
+    /// release manifests and delta indexes. Cached for a year.
+    Immutable,
+    /// Rewritten in place: channel and config pointers, the current keyring, staged pointers.
+    /// Cached for the short pointer max-age only.
+    Mutable,
+    /// Not for caches at all: host reports and ferry's own objects.
+    Private,
+}
+
+/// The caching class of a store path (relative to the store root).
+pub fn caching(path: &str) -> Caching {
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        [ARTIFACTS, ..] => Caching::Immutable,
+        [FERRY_PRIVATE, ..] => Caching::Private,
+        [APPS, _, "hosts", ..] => Caching::Private,
+        [APPS, _, "releases" | "deltas", _] => Caching::Immutable,
+        [APPS, _, "channels", _, "history", _] => Caching::Immutable,
+        [APPS, _, "config", _, _] => Caching::Immutable,
+        [APPS, _, "keyring", _] => Caching::Immutable,
+        _ => Caching::Mutable,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_layout_path_has_the_caching_its_writes_allow() {
+        let sha = "ab".repeat(32);
+        for immutable in [
+            artifact(&sha),
+            artifact_signature(&sha),
+            patch(&sha),
+            deltas("web", "1.0.0-1"),
+            keyring_history("web", 3),
+            release("web", "1.0.0-1"),
+            channel_history("web", "stable", 7),
+            config_history("web", "stable", 2),
+        ] {
+            assert_eq!(caching(&immutable), Caching::Immutable, "{immutable}");
+        }
+        for mutable in [
+            keyring("web"),
+            staged_pointer("web", "stable"),
+            channel("web", "stable"),
+            config("web", "stable"),
+        ] {
+            assert_eq!(caching(&mutable), Caching::Mutable, "{mutable}");
+        }
+        for private in [host_report("web", "h1"), format!("{FERRY_PRIVATE}/probe/1")] {
+            assert_eq!(caching(&private), Caching::Private, "{private}");
+        }
+    }
 
     #[test]
     fn paths_follow_the_documented_layout() {

@@ -47,6 +47,16 @@ pub enum Error {
         /// The full error from the store client.
         error: Box<object_store::Error>,
     },
+    /// A write (or a listing) was asked of an `http(s)://` store, which is read-only.
+    #[error(
+        "cannot {operation} {location}: an http(s):// store is read-only (a static server or CDN agents read through); use the s3:// or file:// store behind it"
+    )]
+    ReadOnly {
+        /// What was attempted.
+        operation: &'static str,
+        /// The object, as `<store URL>/<path>`.
+        location: String,
+    },
     /// A local file could not be read or written.
     #[error("cannot {operation} {path}")]
     Io {

@@ -37,8 +37,8 @@ pub use publish::{
     plan_publish, repoint_channel, rollback_channel, set_paused, validate_target,
 };
 pub use store::{
-    ConditionalPut, CreateOutcome, Credentials, Fetched, MULTIPART_THRESHOLD, Object, ObjectInfo,
-    Store, StoreOptions, SwapOutcome,
+    ConditionalPut, CreateOutcome, Credentials, DEFAULT_POINTER_MAX_AGE, Fetched,
+    MULTIPART_THRESHOLD, Object, ObjectInfo, Store, StoreOptions, SwapOutcome,
 };
 pub use verify::{ChannelReport, verify_channel};
 

@@ -1,12 +1,14 @@
-//! Opening a store from its URL: `file:///path` (a directory, optionally created) or
-//! `s3://bucket/prefix` (credentials the standard AWS way, a custom endpoint, timeouts and
-//! retries that make a dead store fail within seconds).
+//! Opening a store from its URL: `file:///path` (a directory, optionally created),
+//! `s3://bucket/prefix` (credentials the standard AWS way, a custom endpoint), or
+//! `http(s)://host/path` (a static server or CDN in front of a store, read-only); with
+//! timeouts and retries that make a dead store fail within seconds.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
+use object_store::http::HttpBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
@@ -43,6 +45,7 @@ impl Store {
                         root,
                         planned: true,
                     }),
+                    pointer_max_age: options.pointer_max_age,
                 });
             } else if !root.is_dir() {
                 return Err(Error::NotFound {
@@ -62,10 +65,30 @@ impl Store {
                     root,
                     planned: false,
                 }),
+                pointer_max_age: options.pointer_max_age,
+            });
+        }
+        if url.starts_with("http://") || url.starts_with("https://") {
+            let http = HttpBuilder::new()
+                .with_url(url_clean.clone())
+                .with_client_options(client_options(options, url.starts_with("http://")))
+                .with_retry(retry_config(options))
+                .build()
+                .map_err(|source| Error::Open {
+                    url: url_clean.clone(),
+                    source: Box::new(source),
+                })?;
+            return Ok(Store {
+                inner: Arc::new(http),
+                url: url_clean,
+                backend: Arc::new(Backend::Http),
+                pointer_max_age: options.pointer_max_age,
             });
         }
         let Some(rest) = url.strip_prefix("s3://") else {
-            return Err(invalid("expected file:///path or s3://bucket/prefix"));
+            return Err(invalid(
+                "expected file:///path, s3://bucket/prefix or http(s)://host/path",
+            ));
         };
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
@@ -97,23 +120,10 @@ impl Store {
         if let Some(endpoint) = &endpoint {
             builder = builder.with_endpoint(endpoint.trim_end_matches('/'));
         }
-        let client = ClientOptions::new()
-            .with_allow_http(allow_http)
-            .with_connect_timeout(options.connect_timeout)
-            .with_timeout(options.request_timeout);
-        let retry = RetryConfig {
-            backoff: BackoffConfig {
-                init_backoff: Duration::from_millis(100),
-                max_backoff: Duration::from_secs(2),
-                base: 2.0,
-            },
-            max_retries: options.max_retries,
-            retry_timeout: options.retry_timeout,
-        };
         let s3 = builder
             .with_allow_http(allow_http)
-            .with_client_options(client)
-            .with_retry(retry)
+            .with_client_options(client_options(options, allow_http))
+            .with_retry(retry_config(options))
             .build()
             .map_err(|source| Error::Open {
                 url: url_clean.clone(),
@@ -128,6 +138,26 @@ impl Store {
             inner,
             url: url_clean,
             backend: Arc::new(Backend::S3),
+            pointer_max_age: options.pointer_max_age,
         })
+    }
+}
+
+fn client_options(options: &StoreOptions, allow_http: bool) -> ClientOptions {
+    ClientOptions::new()
+        .with_allow_http(allow_http)
+        .with_connect_timeout(options.connect_timeout)
+        .with_timeout(options.request_timeout)
+}
+
+fn retry_config(options: &StoreOptions) -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: options.max_retries,
+        retry_timeout: options.retry_timeout,
     }
 }

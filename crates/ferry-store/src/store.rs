@@ -14,8 +14,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
-    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
-    UpdateVersion, WriteMultipart,
+    Attribute, Attributes, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode,
+    PutMultipartOptions, PutOptions, PutPayload, UpdateVersion, WriteMultipart,
 };
 use tokio::io::AsyncReadExt;
 
@@ -30,6 +30,9 @@ const PART_SIZE: usize = 8 * 1024 * 1024;
 const PART_CONCURRENCY: usize = 10;
 /// The marker that caches "this store honours conditional PUT".
 const CONDITIONAL_PUT_MARKER: &str = ".ferry/conditional-put-ok";
+
+/// The default `max-age` of pointers for caches in front of the store.
+pub const DEFAULT_POINTER_MAX_AGE: Duration = Duration::from_secs(10);
 
 /// How to reach a store. The defaults make a dead store fail within seconds.
 #[derive(Debug, Clone)]
@@ -53,6 +56,10 @@ pub struct StoreOptions {
     /// Treat a missing `file://` directory as an empty store instead of an error (for
     /// planning a publish without writing anything).
     pub missing_local_root_is_empty: bool,
+    /// How long a cache in front of the store may serve a pointer (channel, config, keyring):
+    /// the `max-age` of the `Cache-Control` header written with them on S3. Immutable objects
+    /// get a year, host reports `no-store` ([`ferry_release::layout::caching`]).
+    pub pointer_max_age: Duration,
 }
 
 impl Default for StoreOptions {
@@ -66,6 +73,7 @@ impl Default for StoreOptions {
             retry_timeout: Duration::from_secs(10),
             create_local_root: false,
             missing_local_root_is_empty: false,
+            pointer_max_age: DEFAULT_POINTER_MAX_AGE,
         }
     }
 }
@@ -78,6 +86,8 @@ pub(crate) enum Backend {
         planned: bool,
     },
     S3,
+    /// `http://` or `https://`: a static server or CDN in front of a store, read-only.
+    Http,
 }
 
 /// Where S3 credentials can come from.
@@ -154,6 +164,7 @@ pub struct Store {
     pub(crate) inner: Arc<dyn ObjectStore>,
     pub(crate) url: String,
     pub(crate) backend: Arc<Backend>,
+    pub(crate) pointer_max_age: Duration,
 }
 
 impl Store {
@@ -165,6 +176,11 @@ impl Store {
     /// True for `file://` stores.
     pub fn is_local(&self) -> bool {
         matches!(*self.backend, Backend::Local { .. })
+    }
+
+    /// True for `http(s)://` stores, which agents read through and nobody writes to.
+    pub fn is_read_only(&self) -> bool {
+        matches!(*self.backend, Backend::Http)
     }
 
     /// `<store URL>/<path>`, for messages.
@@ -186,6 +202,45 @@ impl Store {
                     .into(),
             }),
             _ => Ok(()),
+        }
+    }
+
+    /// Writes (and listings, which a static server cannot answer) go to the store behind an
+    /// `http(s)://` one.
+    fn require_writable(&self, operation: &'static str, path: &str) -> Result<(), Error> {
+        if self.is_read_only() {
+            return Err(Error::ReadOnly {
+                operation,
+                location: self.location(path),
+            });
+        }
+        Ok(())
+    }
+
+    /// The `Cache-Control` header for an object written at `path`: set on S3 only (a
+    /// directory has nowhere to keep it; a static server in front of one sets it by path).
+    fn attributes(&self, path: &str) -> Attributes {
+        let mut attributes = Attributes::new();
+        if matches!(*self.backend, Backend::S3) {
+            let value = match ferry_release::layout::caching(path) {
+                ferry_release::layout::Caching::Immutable => {
+                    "public, max-age=31536000, immutable".to_owned()
+                }
+                ferry_release::layout::Caching::Mutable => {
+                    format!("public, max-age={}", self.pointer_max_age.as_secs())
+                }
+                ferry_release::layout::Caching::Private => "no-store".to_owned(),
+            };
+            attributes.insert(Attribute::CacheControl, value.into());
+        }
+        attributes
+    }
+
+    fn put_options(&self, path: &str, mode: PutMode) -> PutOptions {
+        PutOptions {
+            mode,
+            attributes: self.attributes(path),
+            ..Default::default()
         }
     }
 
@@ -325,11 +380,9 @@ impl Store {
 
     /// Write an object only if none exists at `path`.
     pub async fn put_create(&self, path: &str, bytes: Bytes) -> Result<CreateOutcome, Error> {
+        self.require_writable("write", path)?;
         let location = Path::from(path);
-        let options = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
+        let options = self.put_options(path, PutMode::Create);
         match self
             .inner
             .put_opts(&location, PutPayload::from(bytes), options)
@@ -343,8 +396,10 @@ impl Store {
 
     /// Write an object whatever is there (host reports).
     pub async fn put_overwrite(&self, path: &str, bytes: impl Into<Bytes>) -> Result<(), Error> {
+        self.require_writable("write", path)?;
+        let options = self.put_options(path, PutMode::Overwrite);
         self.inner
-            .put(&Path::from(path), PutPayload::from(bytes.into()))
+            .put_opts(&Path::from(path), PutPayload::from(bytes.into()), options)
             .await
             .map(|_| ())
             .map_err(|source| self.request_error("write", path, source))
@@ -358,11 +413,12 @@ impl Store {
         bytes: Bytes,
         expected: Option<&str>,
     ) -> Result<SwapOutcome, Error> {
+        self.require_writable("write", path)?;
         match &*self.backend {
             Backend::Local { root, .. } => {
                 self.put_if_match_local(root, path, bytes, expected).await
             }
-            Backend::S3 => {
+            Backend::S3 | Backend::Http => {
                 let mode = match expected {
                     None => PutMode::Create,
                     Some(etag) => PutMode::Update(UpdateVersion {
@@ -370,10 +426,7 @@ impl Store {
                         version: None,
                     }),
                 };
-                let options = PutOptions {
-                    mode,
-                    ..Default::default()
-                };
+                let options = self.put_options(path, mode);
                 match self
                     .inner
                     .put_opts(&Path::from(path), PutPayload::from(bytes), options)
@@ -437,6 +490,7 @@ impl Store {
 
     /// Delete an object (missing is fine).
     pub async fn delete(&self, path: &str) -> Result<(), Error> {
+        self.require_writable("delete", path)?;
         match self.inner.delete(&Path::from(path)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(source) => Err(self.request_error("delete", path, source)),
@@ -445,6 +499,7 @@ impl Store {
 
     /// Every object under `prefix` (a folder path without trailing slash).
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, Error> {
+        self.require_writable("list", prefix)?;
         let location = Path::from(prefix);
         let mut stream = self.inner.list(Some(&location));
         let mut objects = Vec::new();
@@ -478,6 +533,7 @@ impl Store {
             path: file.to_owned(),
             source,
         };
+        self.require_writable("upload", path)?;
         let mut reader = tokio::fs::File::open(file).await.map_err(io_error)?;
         let size = reader.metadata().await.map_err(io_error)?.len();
         progress.start(path, size);
@@ -493,9 +549,13 @@ impl Store {
                 return Ok(());
             }
             let location = Path::from(path);
+            let options = PutMultipartOptions {
+                attributes: self.attributes(path),
+                ..Default::default()
+            };
             let upload = self
                 .inner
-                .put_multipart(&location)
+                .put_multipart_opts(&location, options)
                 .await
                 .map_err(|source| self.request_error("start upload of", path, source))?;
             let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
@@ -536,6 +596,7 @@ impl Store {
         if self.is_local() {
             return Ok(ConditionalPut::Honoured);
         }
+        self.require_writable("write", CONDITIONAL_PUT_MARKER)?;
         if self.head(CONDITIONAL_PUT_MARKER).await?.is_some() {
             return Ok(ConditionalPut::Honoured);
         }

@@ -7,6 +7,7 @@
 pub mod fleet;
 pub mod hosts;
 pub mod http;
+pub mod nginx;
 pub mod rollout;
 pub mod s3;
 

@@ -44,7 +44,7 @@ impl S3Server {
         });
         assert!(
             on_path,
-            "moto_server is not on PATH; install it with `python3 -m pip install 'moto[server]'` or run scripts/test"
+            "moto_server is not on PATH; run scripts/test, which installs it into a virtualenv (scripts/python-tools), or put that virtualenv's bin on PATH"
         );
         let mut last_error = String::new();
         // A port that was free can be taken before moto binds it: try a few.
@@ -87,6 +87,26 @@ impl S3Server {
         assert!(
             response.starts_with("HTTP/1.1 200"),
             "create bucket {name}: {response}"
+        );
+    }
+
+    /// Let anyone read the objects under `prefix` of [`BUCKET`] (a bucket policy), as a CDN in
+    /// front of a public bucket, or one with origin access, reads them.
+    pub fn allow_public_reads(&self, prefix: &str) {
+        let policy = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::{BUCKET}/{prefix}/*"}}]}}"#
+        );
+        let response = http_request(
+            self.port,
+            "PUT",
+            &format!("/{BUCKET}?policy"),
+            &[],
+            policy.as_bytes(),
+        )
+        .unwrap_or_else(|error| panic!("put the bucket policy: {error}"));
+        assert!(
+            response.starts_with("HTTP/1.1 20"),
+            "put the bucket policy: {response}"
         );
     }
 

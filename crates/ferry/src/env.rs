@@ -6,6 +6,8 @@ pub const FERRY_STORE: &str = "FERRY_STORE";
 /// A custom S3 endpoint (MinIO, Garage, a local test server); stands for `--s3-endpoint`.
 /// The standard `AWS_ENDPOINT_URL` is honoured too.
 pub const FERRY_S3_ENDPOINT: &str = "FERRY_S3_ENDPOINT";
+/// The Cache-Control max-age of pointers written to S3; stands for `--pointer-max-age`.
+pub const FERRY_POINTER_MAX_AGE: &str = "FERRY_POINTER_MAX_AGE";
 /// Reproducible builds: the timestamp written into every packed file.
 pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
 

@@ -63,6 +63,8 @@ pub enum Outcome {
 pub struct Agent {
     settings: Settings,
     store: Store,
+    /// Where reports go when not to `store` (an `http(s)://` store is read-only).
+    report_store: Option<Store>,
     trusted: TrustedKeys,
     /// With `trust-root`: the keyring that says which keys sign this channel.
     keyring: Option<KeyringTrust>,
@@ -173,6 +175,7 @@ impl Agent {
             self_update,
             settings,
             store,
+            report_store: None,
             trusted,
             keyring,
             last_report: std::sync::Mutex::new(None),
@@ -283,6 +286,21 @@ impl Agent {
                 return Ok(Outcome::NoPointer);
             }
             Polled::Refused { reason, etag } => return self.refuse_pointer(etag, reason).await,
+            Polled::Stale {
+                serial,
+                highest_seen,
+                etag,
+            } => {
+                // Routine behind a CDN (an edge still caching the previous pointer) and what a
+                // replay looks like: either way nothing moves backwards and the host is fine.
+                Metrics::increment(&self.metrics.stale_pointers);
+                tracing::warn!(
+                    app = %self.settings.app, channel = %self.settings.channel, serial, highest_seen, step = "verify",
+                    "ignored a stale channel pointer: serial {serial} is lower than serial {highest_seen} already seen (a cache or replica behind the store, or a replay); the service is left as it is"
+                );
+                self.seen_etag = etag;
+                return Ok(Outcome::UpToDate);
+            }
             Polled::Verified {
                 document,
                 etag,
@@ -290,11 +308,20 @@ impl Agent {
             } => (document, Object { bytes, etag }),
         };
         let pointer = verified.pointer;
-        tracing::info!(
-            app = %self.settings.app, channel = %self.settings.channel, version = %pointer.release.version,
-            serial = pointer.serial, key = %verified.key_id, duration_ms = started.elapsed().as_millis() as u64,
-            step = "verify", "pointer verified"
-        );
+        if pointer.serial > self.state.highest_serial {
+            tracing::info!(
+                app = %self.settings.app, channel = %self.settings.channel, version = %pointer.release.version,
+                serial = pointer.serial, key = %verified.key_id, duration_ms = started.elapsed().as_millis() as u64,
+                step = "verify", "pointer verified"
+            );
+        } else {
+            // The same pointer again: a store without ETags (a static server with `etag off`)
+            // answers every poll in full.
+            tracing::debug!(
+                app = %self.settings.app, channel = %self.settings.channel, serial = pointer.serial,
+                step = "verify", "pointer verified, unchanged"
+            );
+        }
         let architecture = &self.settings.architecture;
         let Some(artifact) = pointer
             .release
@@ -646,7 +673,8 @@ impl Agent {
 
     /// Write the status report to the store (best effort: a read-only store is fine).
     pub async fn report(&self) {
-        crate::report::write_report(&self.store, &self.settings, &self.state).await;
+        let store = self.report_store.as_ref().unwrap_or(&self.store);
+        crate::report::write_report(store, &self.settings, &self.state).await;
         if let Ok(mut last) = self.last_report.lock() {
             *last = Some(Instant::now());
         }

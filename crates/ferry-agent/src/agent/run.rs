@@ -20,6 +20,8 @@ pub struct RunOptions {
     pub once: bool,
     /// Counters to update (and serve elsewhere).
     pub metrics: Option<Arc<Metrics>>,
+    /// Where reports are written, when not to the store read from (`report-store`).
+    pub report_store: Option<Store>,
 }
 
 /// Run the agent until `shutdown` resolves (or for one cycle with `once`). Store errors back
@@ -33,6 +35,9 @@ pub async fn run(
 ) -> Result<Option<Outcome>, Error> {
     let metrics = options.metrics.clone().unwrap_or_default();
     let mut agent = Agent::new(settings, store, metrics.clone())?;
+    if let Some(report_store) = options.report_store.clone() {
+        agent.report_store = Some(report_store);
+    }
     let settings = agent.settings.clone();
     tracing::info!(
         app = %settings.app, channel = %settings.channel, host = %settings.host_id, store = %agent.store.url(),

@@ -172,9 +172,23 @@ fn run_agent(
                 settings.channel.clone(),
             ));
         }
+        let report_store = match &settings.report_store {
+            Some(url) => Some(
+                ferry_store::Store::open(url, &options)
+                    .with_context(|| format!("cannot open the report-store {url}"))?,
+            ),
+            None => None,
+        };
+        if store.is_read_only() && report_store.is_none() && settings.report {
+            tracing::warn!(
+                store = %settings.store,
+                "host reports are off: the store is read-only (http/https); set report-store to the s3:// or file:// store behind it so ferry status sees this host"
+            );
+        }
         let options = RunOptions {
             once,
             metrics: Some(metrics),
+            report_store,
         };
         let outcome = ferry_agent::run(settings, store, shutdown, options).await?;
         Ok(match outcome {

@@ -15,12 +15,20 @@ use crate::env;
 /// Where the store is.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreArgs {
-    /// The store: file:///path or s3://bucket/prefix.
+    /// The store: file:///path or s3://bucket/prefix (http(s):// stores are read-only).
     #[arg(long, env = env::FERRY_STORE, value_name = "URL")]
     pub store: String,
     /// A custom S3 endpoint (MinIO, Garage, a local server); AWS_ENDPOINT_URL works too.
     #[arg(long, env = env::FERRY_S3_ENDPOINT, value_name = "URL")]
     pub s3_endpoint: Option<String>,
+    /// How long a CDN or cache in front of an S3 store may serve a pointer it wrote (its
+    /// Cache-Control max-age); agents see a publish at most this much later (docs/scale.md).
+    #[arg(long, env = env::FERRY_POINTER_MAX_AGE, value_name = "DURATION", default_value = "10s", value_parser = parse_max_age)]
+    pub pointer_max_age: std::time::Duration,
+}
+
+fn parse_max_age(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|error| format!("{error}; write e.g. 10s or 1m"))
 }
 
 impl StoreArgs {
@@ -55,6 +63,7 @@ impl StoreArgs {
         let options = StoreOptions {
             create_local_root: local.create_local_root,
             missing_local_root_is_empty: local.missing_local_root_is_empty,
+            pointer_max_age: self.pointer_max_age,
             ..env::store_options(self.s3_endpoint.clone())
         };
         Store::open(&self.store, &options)
