@@ -65,6 +65,12 @@ pub struct AgentFile {
     /// Write status reports to `apps/<app>/hosts/<host-id>.json` (default true).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<bool>,
+    /// Spread the fleet's reports over this many shard objects instead of one object per
+    /// host (default 0: one per host). For fleets of tens of thousands, where `ferry status`
+    /// would otherwise read every host's object; every agent of the app uses the same number
+    /// (docs/scale.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_shards: Option<u32>,
     /// How many artifacts to keep in the cache, the current one included (default 3).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_artifacts: Option<usize>,

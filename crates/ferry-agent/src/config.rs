@@ -74,6 +74,8 @@ pub struct Settings {
     pub architecture: String,
     /// Whether status reports are written to the store.
     pub report: bool,
+    /// Reports go into this many shard objects (0: one object per host).
+    pub report_shards: u32,
     /// Artifacts kept in the cache.
     pub keep_artifacts: usize,
     /// Install method.
@@ -263,6 +265,16 @@ impl Settings {
             Duration::from_secs(300),
             origin,
         )?;
+        let report_shards = file.report_shards.unwrap_or(0);
+        if report_shards > ferry_release::MAX_REPORT_SHARDS {
+            return Err(config_error(
+                origin,
+                format!(
+                    "`report-shards` = {report_shards} is more than {}; 1024 serves 100,000 hosts",
+                    ferry_release::MAX_REPORT_SHARDS
+                ),
+            ));
+        }
         let heartbeat = match file.heartbeat.as_deref() {
             Some("off") => None,
             other => {
@@ -418,6 +430,7 @@ impl Settings {
             host_id,
             architecture,
             report: file.report.unwrap_or(true),
+            report_shards,
             keep_artifacts,
             install,
             restart,

@@ -4,8 +4,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_release::{HostReport, HostState};
-use ferry_store::Store;
+use ferry_release::{HostReport, HostShard, HostState};
+use ferry_store::{Store, SwapOutcome};
+
+/// The largest report shard read (about 2,000 hosts' reports).
+const MAX_SHARD_BYTES: u64 = 4 * 1024 * 1024;
 
 use crate::Error;
 use crate::config::Settings;
@@ -65,15 +68,76 @@ pub async fn write_report(store: &Store, settings: &Settings, state: &State) {
         return;
     }
     let report = status_report(settings, state);
-    let Ok(mut bytes) = serde_json::to_vec_pretty(&report) else {
-        return;
+    let sharded = settings.report_shards > 0;
+    let shard = HostShard::index_of(&settings.host_id, settings.report_shards);
+    let path = if sharded {
+        ferry_release::layout::host_shard(&settings.app, settings.report_shards, shard)
+    } else {
+        ferry_store::host_report_path(&settings.app, &settings.host_id)
     };
-    bytes.push(b'\n');
-    let path = ferry_store::host_report_path(&settings.app, &settings.host_id);
-    let write = store.put_overwrite(&path, Bytes::from(bytes));
+    let write = async {
+        if sharded {
+            return write_to_shard(store, &path, shard, settings.report_shards, report).await;
+        }
+        let mut bytes = serde_json::to_vec_pretty(&report).unwrap_or_default();
+        bytes.push(b'\n');
+        store.put_overwrite(&path, Bytes::from(bytes)).await
+    };
     match tokio::time::timeout(Duration::from_secs(10), write).await {
         Ok(Ok(())) => tracing::debug!(report = %store.location(&path), "status reported"),
         Ok(Err(error)) => tracing::warn!("cannot write the status report: {error}"),
         Err(_) => tracing::warn!("cannot write the status report: no answer within 10s"),
     }
+}
+
+/// Put `report` into its shard: read the shard, replace this host's entry, write it back only
+/// if nobody else wrote it in between (compare-and-swap), else read again — with a growing,
+/// random pause, so the hosts of one shard reporting at once spread out. An unreadable shard
+/// starts afresh (its other hosts put themselves back at their next report).
+async fn write_to_shard(
+    store: &Store,
+    path: &str,
+    shard: u32,
+    of: u32,
+    report: HostReport,
+) -> Result<(), ferry_store::Error> {
+    const ATTEMPTS: u32 = 12;
+    let mut jitter = crate::backoff::Jitter::new(&report.host_id);
+    for attempt in 0..ATTEMPTS {
+        let current = store.get(path, MAX_SHARD_BYTES).await?;
+        let mut document = match current
+            .as_ref()
+            .map(|object| HostShard::parse(&object.bytes))
+        {
+            Some(Ok(document)) if document.app == report.app && document.of == of => document,
+            Some(_) => {
+                tracing::warn!(shard = %store.location(path), "the report shard is unreadable or not this app's; starting it afresh");
+                HostShard::new(&report.app, shard, of)
+            }
+            None => HostShard::new(&report.app, shard, of),
+        };
+        document
+            .reports
+            .insert(report.host_id.clone(), report.clone());
+        let Ok(bytes) = serde_json::to_vec(&document) else {
+            return Ok(());
+        };
+        let expected = current.as_ref().and_then(|object| object.etag.as_deref());
+        match store
+            .put_if_match(path, Bytes::from(bytes), expected)
+            .await?
+        {
+            SwapOutcome::Written(_) => return Ok(()),
+            SwapOutcome::Conflict => {
+                let ceiling = Duration::from_millis(20 << attempt.min(6));
+                let pause = ceiling / 4 + jitter.up_to(ceiling * 3 / 4);
+                tracing::debug!(shard = %store.location(path), attempt, pause_ms = pause.as_millis() as u64, "report shard changed meanwhile; retrying");
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+    Err(ferry_store::Error::TooManyConflicts {
+        what: format!("the report shard {}", store.location(path)),
+        attempts: ATTEMPTS,
+    })
 }

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ferry_release::{ChannelPointer, HostState, format_time, host_percentile, rollout_seed};
+use ferry_release::{
+    ChannelPointer, HostShard, HostState, format_time, host_percentile, rollout_seed,
+};
 use ferry_store::Store;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -19,6 +21,10 @@ pub const STATUS_SCHEMA: u32 = 1;
 
 /// The largest host report read (agents write about 1 KiB).
 const MAX_REPORT_BYTES: u64 = 64 * 1024;
+/// The largest report shard read (agents keep theirs below 4 MiB).
+const MAX_SHARD_BYTES: u64 = 8 * 1024 * 1024;
+/// Report reads in flight at once.
+const READS_IN_FLIGHT: usize = 32;
 
 /// The channel's pointer as the status shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -335,24 +341,31 @@ pub async fn collect(
     let pointer = ferry_store::read_pointer(store, app, channel)
         .await?
         .map(|current| current.pointer);
-    let listing = store
-        .list(&ferry_release::layout::hosts_prefix(app))
-        .await?;
-    let reads = futures::stream::iter(
-        listing
-            .into_iter()
-            .filter(|object| object.path.ends_with(".json")),
-    )
-    .map(|object| async move {
-        let read = store.get(&object.path, MAX_REPORT_BYTES).await;
-        (object.path, read)
-    })
-    .buffer_unordered(16)
-    .collect::<Vec<_>>()
-    .await;
-    let mut reports = Vec::new();
+    let hosts_prefix = ferry_release::layout::hosts_prefix(app);
+    let shards_prefix = ferry_release::layout::host_shards_prefix(app);
+    let (listing, shard_listing) =
+        futures::try_join!(store.list(&hosts_prefix), store.list(&shards_prefix))?;
+    let host_objects = listing
+        .into_iter()
+        .filter(|object| object.path.ends_with(".json"))
+        .map(|object| (object.path, MAX_REPORT_BYTES, false));
+    let shard_objects = shard_listing
+        .into_iter()
+        .filter(|object| object.path.ends_with(".json"))
+        .map(|object| (object.path, MAX_SHARD_BYTES, true));
+    let reads = futures::stream::iter(host_objects.chain(shard_objects))
+        .map(|(path, limit, shard)| async move {
+            let read = store.get(&path, limit).await;
+            (path, shard, read)
+        })
+        .buffer_unordered(READS_IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await;
+    // One report per host: a host that moved to shards may have left its own object behind
+    // for a moment, and the newer report wins.
+    let mut by_host: BTreeMap<String, HostReport> = BTreeMap::new();
     let mut ignored = 0;
-    for (path, read) in reads {
+    for (path, shard, read) in reads {
         let object = match read {
             Ok(Some(object)) => object,
             // Deleted between the listing and the read: the host is gone.
@@ -364,11 +377,46 @@ pub async fn collect(
             }
             Err(error) => return Err(error.into()),
         };
-        match crate::report::parse_report(&object.bytes, &store.location(&path)) {
-            Some(report) if report.channel == channel && report.app == app => reports.push(report),
-            _ => ignored += 1,
+        let location = store.location(&path);
+        let found = if shard {
+            match HostShard::parse(&object.bytes) {
+                Ok(document) if document.app == app => document.reports.into_values().collect(),
+                Ok(_) => {
+                    ignored += 1;
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        shard = location,
+                        "ignoring an unreadable report shard: {error}"
+                    );
+                    ignored += 1;
+                    continue;
+                }
+            }
+        } else {
+            match crate::report::parse_report(&object.bytes, &location) {
+                Some(report) => vec![report],
+                None => {
+                    ignored += 1;
+                    continue;
+                }
+            }
+        };
+        for report in found {
+            if report.channel != channel || report.app != app {
+                ignored += 1;
+                continue;
+            }
+            match by_host.get(&report.host_id) {
+                Some(known) if known.updated_at_time() >= report.updated_at_time() => {}
+                _ => {
+                    by_host.insert(report.host_id.clone(), report);
+                }
+            }
         }
     }
+    let reports: Vec<HostReport> = by_host.into_values().collect();
     Ok(summarize(
         app,
         channel,

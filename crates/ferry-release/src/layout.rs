@@ -75,6 +75,16 @@ pub fn host_report(app: &str, host_id: &str) -> String {
     format!("{}/{host_id}.json", hosts_prefix(app))
 }
 
+/// `apps/<app>/hosts-shards`, the folder of report shards (docs/scale.md).
+pub fn host_shards_prefix(app: &str) -> String {
+    format!("{APPS}/{app}/hosts-shards")
+}
+
+/// `apps/<app>/hosts-shards/<of>/<shard>.json`, one shard of `of`.
+pub fn host_shard(app: &str, of: u32, shard: u32) -> String {
+    format!("{}/{of}/{shard}.json", host_shards_prefix(app))
+}
+
 /// `apps/<app>/config/<channel>.json`, the config pointer agents poll.
 pub fn config(app: &str, channel: &str) -> String {
     format!("{APPS}/{app}/config/{channel}.json")
@@ -111,7 +121,7 @@ pub fn caching(path: &str) -> Caching {
     match parts.as_slice() {
         [ARTIFACTS, ..] => Caching::Immutable,
         [FERRY_PRIVATE, ..] => Caching::Private,
-        [APPS, _, "hosts", ..] => Caching::Private,
+        [APPS, _, "hosts" | "hosts-shards", ..] => Caching::Private,
         [APPS, _, "releases" | "deltas", _] => Caching::Immutable,
         [APPS, _, "channels", _, "history", _] => Caching::Immutable,
         [APPS, _, "config", _, _] => Caching::Immutable,
@@ -147,7 +157,11 @@ mod tests {
         ] {
             assert_eq!(caching(&mutable), Caching::Mutable, "{mutable}");
         }
-        for private in [host_report("web", "h1"), format!("{FERRY_PRIVATE}/probe/1")] {
+        for private in [
+            host_report("web", "h1"),
+            host_shard("web", 256, 7),
+            format!("{FERRY_PRIVATE}/probe/1"),
+        ] {
             assert_eq!(caching(&private), Caching::Private, "{private}");
         }
     }

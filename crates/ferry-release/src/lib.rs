@@ -39,7 +39,8 @@ pub use keys::{GeneratedKeyPair, KeyId, SigningKey, TrustedKeys, generate_key_pa
 pub use local::{read_local_file, read_local_text};
 pub use name::{MAX_NAME_CHARS, check_name, validate_name};
 pub use report::{
-    BadRelease, DownloadRecord, HOST_REPORT_SCHEMA, HostReport, HostState, parse_time,
+    BadRelease, DownloadRecord, HOST_REPORT_SCHEMA, HOST_SHARD_SCHEMA, HostReport, HostShard,
+    HostState, MAX_REPORT_SHARDS, parse_time,
 };
 pub use rollout::{MAX_DELAY_S, format_delay, host_percentile, rollout_seed};
 pub use serial::{MAX_SERIAL, next_serial, serial_is_possible};

@@ -185,6 +185,59 @@ impl HostReport {
     }
 }
 
+/// The schema number of report shards.
+pub const HOST_SHARD_SCHEMA: u32 = 1;
+
+/// The most shards an app's reports can be spread over.
+pub const MAX_REPORT_SHARDS: u32 = 65_536;
+
+/// Many hosts' reports in one object (`apps/<app>/hosts-shards/<of>/<shard>.json`), for fleets
+/// too large to read one object per host: agents with `report-shards` read-modify-write their
+/// shard with compare-and-swap, and `ferry status` reads a few hundred objects instead of
+/// 100,000 (docs/scale.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct HostShard {
+    /// [`HOST_SHARD_SCHEMA`].
+    pub schema: u32,
+    /// The app.
+    pub app: String,
+    /// This shard's index, below `of`.
+    pub shard: u32,
+    /// How many shards the app's reports are spread over.
+    pub of: u32,
+    /// The reports, by host id.
+    #[serde(default)]
+    pub reports: std::collections::BTreeMap<String, HostReport>,
+}
+
+impl HostShard {
+    /// An empty shard.
+    pub fn new(app: &str, shard: u32, of: u32) -> HostShard {
+        HostShard {
+            schema: HOST_SHARD_SCHEMA,
+            app: app.to_owned(),
+            shard,
+            of,
+            reports: Default::default(),
+        }
+    }
+
+    /// Parse a stored shard.
+    pub fn parse(bytes: &[u8]) -> Result<HostShard, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The shard (below `of`) that holds `host_id`'s report: the first four bytes of its
+    /// SHA-256, so hosts spread evenly whatever their ids look like.
+    pub fn index_of(host_id: &str, of: u32) -> u32 {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(host_id.as_bytes());
+        let head = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+        head % of.max(1)
+    }
+}
+
 /// An RFC 3339 moment, as reports and documents write them.
 pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
@@ -193,6 +246,30 @@ pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_spread_evenly_over_shards_and_a_shard_round_trips() {
+        let mut counts = vec![0u32; 16];
+        for index in 0..16_000 {
+            counts[HostShard::index_of(&format!("host-{index}"), 16) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&count| (800..1200).contains(&count)),
+            "{counts:?}"
+        );
+        assert_eq!(HostShard::index_of("any", 1), 0);
+        let mut shard = HostShard::new("hello", 3, 16);
+        shard.reports.insert(
+            "web-1".into(),
+            HostReport {
+                app: "hello".into(),
+                host_id: "web-1".into(),
+                ..Default::default()
+            },
+        );
+        let bytes = serde_json::to_vec(&shard).unwrap();
+        assert_eq!(HostShard::parse(&bytes).unwrap(), shard);
+    }
 
     #[test]
     fn a_report_round_trips_and_unknown_states_and_fields_are_tolerated() {

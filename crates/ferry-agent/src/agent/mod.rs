@@ -671,7 +671,24 @@ impl Agent {
         );
     }
 
-    /// Write the status report to the store (best effort: a read-only store is fine).
+    /// With `report-shards`, the host's own report object of before is removed (best effort),
+    /// so `ferry status` does not read it too.
+    pub async fn retire_host_object(&self) {
+        let store = self.report_store.as_ref().unwrap_or(&self.store);
+        if !self.settings.report || self.settings.report_shards == 0 || store.is_read_only() {
+            return;
+        }
+        let path = ferry_store::host_report_path(&self.settings.app, &self.settings.host_id);
+        let delete = store.delete(&path);
+        if let Ok(Err(error)) =
+            tokio::time::timeout(std::time::Duration::from_secs(10), delete).await
+        {
+            tracing::debug!("cannot remove the per-host report object: {error}");
+        }
+    }
+
+    /// Write the status report to the store, or to `report-store` when set (best effort: a
+    /// read-only store is fine).
     pub async fn report(&self) {
         let store = self.report_store.as_ref().unwrap_or(&self.store);
         crate::report::write_report(store, &self.settings, &self.state).await;

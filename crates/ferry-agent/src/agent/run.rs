@@ -38,6 +38,7 @@ pub async fn run(
     if let Some(report_store) = options.report_store.clone() {
         agent.report_store = Some(report_store);
     }
+    agent.retire_host_object().await;
     let settings = agent.settings.clone();
     tracing::info!(
         app = %settings.app, channel = %settings.channel, host = %settings.host_id, store = %agent.store.url(),
