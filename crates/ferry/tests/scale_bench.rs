@@ -355,7 +355,9 @@ fn scale() {
     runtime.shutdown_timeout(Duration::from_secs(5));
 
     println!();
-    println!("== {pollers} pollers, every {interval:?}, through one nginx cache (pointer max-age {ttl} s) in front of moto");
+    println!(
+        "== {pollers} pollers, every {interval:?}, through one nginx cache (pointer max-age {ttl} s) in front of moto"
+    );
     println!(
         "   idle {window:.1} s: {edge_polls} pointer polls at the edge ({:.0}/s), {origin_polls} reached the origin: {origin_rps:.2} req/s (bound 2 x edges / TTL = {bound_rps:.2}); ratio origin/edge {:.5}",
         edge_polls as f64 / window,
