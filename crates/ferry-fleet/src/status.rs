@@ -41,6 +41,9 @@ pub struct ChannelState {
     pub waves: String,
     /// When the pointer expires, if ever.
     pub expires_at: Option<String>,
+    /// Who published the release, from what (its release document; not verified here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<ferry_release::Provenance>,
 }
 
 /// One host's line.
@@ -152,6 +155,9 @@ pub struct FleetStatus {
     pub waves: Vec<WaveProgress>,
     /// Every host, by host id.
     pub hosts: Vec<HostRow>,
+    /// The deploy holding the channel's lock (`ferry deploy`), if one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_lock: Option<ferry_store::lock::DeployLock>,
 }
 
 fn health_of(report: &HostReport) -> &'static str {
@@ -321,11 +327,13 @@ pub fn summarize(
             published_at: format_time(pointer.published_at),
             waves: pointer.rollout.to_spec(),
             expires_at: pointer.expires_at.map(format_time),
+            provenance: None,
         }),
         totals,
         versions,
         waves,
         hosts,
+        deploy_lock: None,
     }
 }
 
@@ -417,7 +425,7 @@ pub async fn collect(
         }
     }
     let reports: Vec<HostReport> = by_host.into_values().collect();
-    Ok(summarize(
+    let mut status = summarize(
         app,
         channel,
         pointer.as_ref(),
@@ -425,7 +433,16 @@ pub async fn collect(
         ignored,
         ferry_release::now_utc(),
         stale_after,
-    ))
+    );
+    if let Some(state) = status.pointer.as_mut() {
+        state.provenance = ferry_store::read_release_document(store, app, &state.version)
+            .await?
+            .and_then(|release| release.provenance);
+    }
+    status.deploy_lock = ferry_store::lock::read_lock(store, app, channel)
+        .await?
+        .filter(|lock| !lock.expired(ferry_release::now_utc()));
+    Ok(status)
 }
 
 /// Parse an RFC 3339 time from a status field (for renderers).

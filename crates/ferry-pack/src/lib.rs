@@ -13,5 +13,5 @@ pub mod manifest;
 mod plan;
 
 pub use error::{Context, Error, Result};
-pub use manifest::Manifest;
+pub use manifest::{DeploySection, Manifest};
 pub use plan::{PackOptions, add_source, detect_architecture, plan};

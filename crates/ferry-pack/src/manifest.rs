@@ -24,6 +24,48 @@ pub struct Manifest {
     /// `[scripts]`.
     #[serde(default)]
     pub scripts: ScriptsSection,
+    /// `[deploy]`: what `ferry deploy` does with the package (ferry pack ignores it).
+    pub deploy: Option<DeploySection>,
+}
+
+/// `[deploy]`: where and how `ferry deploy` ships the package. Every key can also be given as
+/// a flag, which wins; paths are relative to the manifest's directory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DeploySection {
+    /// The store URL (`s3://bucket/prefix`, `file:///srv/ferry`).
+    pub store: Option<String>,
+    /// A custom S3 endpoint.
+    pub s3_endpoint: Option<String>,
+    /// The app (default: the package name).
+    pub app: Option<String>,
+    /// The channel (default `stable`).
+    pub channel: Option<String>,
+    /// The secret key file, or `env:VAR` for a key held in an environment variable.
+    pub key: Option<String>,
+    /// Rollout waves, as `ferry publish --waves`.
+    pub waves: Option<String>,
+    /// Halt above this many failed hosts (`5%` or a count), as `ferry watch`.
+    pub max_failures: Option<String>,
+    /// Halt by rolling back instead of pausing.
+    pub rollback: Option<bool>,
+    /// Give up watching after this long (`1h`).
+    pub timeout: Option<String>,
+    /// A silent heartbeat host is gone after this long (`1h`).
+    pub stale_after: Option<String>,
+    /// Patches from this many earlier releases.
+    pub deltas: Option<usize>,
+    /// Where the .deb is written (default `target/ferry`).
+    pub out: Option<PathBuf>,
+    /// Commands run (with `sh -c`, in the manifest's directory) before packing; any failure
+    /// stops the deploy before anything is published.
+    #[serde(default)]
+    pub pre: Vec<String>,
+    /// Commands run after the rollout ended, with `FERRY_DEPLOY_RESULT` set.
+    #[serde(default)]
+    pub post: Vec<String>,
+    /// Deploy from a git tree with uncommitted changes.
+    pub allow_dirty: Option<bool>,
 }
 
 /// `[package]`: the control fields and package-wide settings.

@@ -94,6 +94,40 @@ pub struct Release {
     /// When it was published.
     #[serde(with = "time::serde::rfc3339")]
     pub published_at: OffsetDateTime,
+    /// Who published it, from which commit, with which ferry (signed with the rest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+}
+
+/// Where a release came from, as its publisher recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Provenance {
+    /// The signing key's id.
+    pub key_id: String,
+    /// `user@host` that ran the publish.
+    pub by: String,
+    /// The git checkout it was published from, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitProvenance>,
+    /// The ferry version that published it.
+    pub ferry_version: String,
+}
+
+/// The git state of a release's source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GitProvenance {
+    /// The commit checked out (full hash).
+    pub commit: String,
+    /// Whether the tree had changes not in that commit.
+    pub dirty: bool,
+    /// The branch checked out, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// A tag naming the commit exactly, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 impl Release {

@@ -85,6 +85,11 @@ pub fn host_shard(app: &str, of: u32, shard: u32) -> String {
     format!("{}/{of}/{shard}.json", host_shards_prefix(app))
 }
 
+/// `apps/<app>/locks/<channel>.json`, the deploy lock of a channel (`ferry deploy`).
+pub fn deploy_lock(app: &str, channel: &str) -> String {
+    format!("{APPS}/{app}/locks/{channel}.json")
+}
+
 /// `apps/<app>/config/<channel>.json`, the config pointer agents poll.
 pub fn config(app: &str, channel: &str) -> String {
     format!("{APPS}/{app}/config/{channel}.json")
@@ -121,7 +126,7 @@ pub fn caching(path: &str) -> Caching {
     match parts.as_slice() {
         [ARTIFACTS, ..] => Caching::Immutable,
         [FERRY_PRIVATE, ..] => Caching::Private,
-        [APPS, _, "hosts" | "hosts-shards", ..] => Caching::Private,
+        [APPS, _, "hosts" | "hosts-shards" | "locks", ..] => Caching::Private,
         [APPS, _, "releases" | "deltas", _] => Caching::Immutable,
         [APPS, _, "channels", _, "history", _] => Caching::Immutable,
         [APPS, _, "config", _, _] => Caching::Immutable,
@@ -160,6 +165,7 @@ mod tests {
         for private in [
             host_report("web", "h1"),
             host_shard("web", 256, 7),
+            deploy_lock("web", "stable"),
             format!("{FERRY_PRIVATE}/probe/1"),
         ] {
             assert_eq!(caching(&private), Caching::Private, "{private}");

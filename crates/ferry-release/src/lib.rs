@@ -26,7 +26,8 @@ mod serial;
 
 pub use delta::{ArtifactDeltas, DeltaIndex, Digest, PATCH_ALGORITHM, PatchRef};
 pub use document::{
-    ArtifactRef, ChannelPointer, Release, ReleaseRef, Rollout, SCHEMA, Wave, format_time, now_utc,
+    ArtifactRef, ChannelPointer, GitProvenance, Provenance, Release, ReleaseRef, Rollout, SCHEMA,
+    Wave, format_time, now_utc,
 };
 pub use envelope::{
     Envelope, MAX_DOCUMENT_BYTES, PointerCheck, VerifiedPointer, VerifiedRelease, sign_artifact,

@@ -67,6 +67,26 @@ pub async fn read_pointer(
     )
 }
 
+/// Read a release document without checking its signature, for display (who published it,
+/// from which commit); `None` when it is missing or unreadable.
+pub async fn read_release_document(
+    store: &Store,
+    app: &str,
+    version: &str,
+) -> Result<Option<ferry_release::Release>, Error> {
+    let path = ferry_release::Release::path(app, version);
+    let Some(object) = store
+        .get(&path, ferry_release::MAX_DOCUMENT_BYTES as u64)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let what = format!("release {}", store.location(&path));
+    Ok(ferry_release::Envelope::from_bytes(&object.bytes, &what)
+        .ok()
+        .and_then(|envelope| serde_json::from_str(&envelope.payload).ok()))
+}
+
 /// One state a channel has been in.
 #[derive(Debug, Clone)]
 pub struct HistoryEntry {

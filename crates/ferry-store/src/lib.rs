@@ -14,6 +14,7 @@
 mod channel;
 mod error;
 mod keyring;
+pub mod lock;
 mod open;
 pub mod pointer;
 mod progress;
@@ -23,7 +24,7 @@ mod verify;
 
 pub use channel::{
     Advanced, CurrentPointer, HistoryEntry, advance_channel, channel_target, history, read_pointer,
-    rollback_target,
+    read_release_document, rollback_target,
 };
 pub use error::Error;
 pub use ferry_release::layout;

@@ -50,6 +50,8 @@ pub struct PublishOptions {
     pub expires_at: Option<OffsetDateTime>,
     /// Publish even if the store ignores conditional writes.
     pub single_publisher: bool,
+    /// Who, from what, with which ferry: written into the release document.
+    pub provenance: Option<ferry_release::Provenance>,
 }
 
 /// One artifact in a plan.
@@ -292,6 +294,7 @@ pub async fn plan_publish(
                 artifacts: references,
                 notes: options.notes.clone(),
                 published_at: ferry_release::now_utc(),
+                provenance: options.provenance.clone(),
             },
             false,
         ),
@@ -637,6 +640,7 @@ pub async fn rollback_channel(
         rollout: Rollout::default(),
         expires_at: None,
         single_publisher,
+        provenance: None,
     };
     let advanced = repoint_channel(store, signer, &options, release).await?;
     Ok((current.release.version, advanced))

@@ -32,6 +32,8 @@ pub enum Command {
     Keygen(commands::keygen::Args),
     /// Upload .debs and point a channel at them (signed).
     Publish(commands::publish::Args),
+    /// Pack, publish and watch in one step, from ferry.toml's [deploy] table (CI's command).
+    Deploy(commands::deploy::Args),
     /// List the history of a channel.
     Releases(commands::releases::Args),
     /// Point a channel back at an earlier release (a new, higher serial).
@@ -77,6 +79,7 @@ impl Command {
             Command::Inspect(args) => commands::inspect::run(args),
             Command::Keygen(args) => commands::keygen::run(args),
             Command::Publish(args) => commands::publish::run(args),
+            Command::Deploy(args) => commands::deploy::run(args),
             Command::Releases(args) => commands::releases::run(args),
             Command::Rollback(args) => commands::rollback::run(args),
             Command::Promote(args) => commands::promote::run(args),
@@ -96,5 +99,17 @@ impl Command {
             Command::Try(args) => commands::try_host::run(args),
             Command::Quickstart(args) => commands::quickstart::run(args),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_line_is_well_formed() {
+        // clap's own checks (unique names, valid defaults) for every subcommand, which it
+        // otherwise runs only when that subcommand is parsed.
+        super::Cli::command().debug_assert();
     }
 }

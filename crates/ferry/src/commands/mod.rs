@@ -4,6 +4,7 @@ pub mod agent;
 pub mod cloud_init;
 pub mod config;
 pub mod dashboard;
+pub mod deploy;
 pub mod inspect;
 pub mod keygen;
 pub mod keyring;

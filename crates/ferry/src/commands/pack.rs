@@ -60,7 +60,45 @@ impl CompressionArg {
     }
 }
 
+/// A package written by [`build`].
+pub struct Packed {
+    /// Where it is.
+    pub path: PathBuf,
+    /// What ferry-deb wrote.
+    pub summary: ferry_deb::Summary,
+    compression: Compression,
+    level: u32,
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let Packed {
+        path: final_path,
+        summary,
+        compression,
+        level,
+    } = build(&args)?;
+    if args.json {
+        let document = serde_json::json!({
+            "path": final_path,
+            "package": summary.control.package(),
+            "version": summary.control.version(),
+            "architecture": summary.control.architecture(),
+            "size": summary.package_size,
+            "compression": compression.name(),
+            "level": level,
+            "files": summary.files,
+            "conffiles": summary.conffiles,
+            "installed_size_kib": summary.control.get("Installed-Size").and_then(|size| size.parse::<u64>().ok()),
+        });
+        println!("{document}");
+    } else {
+        println!("{}", final_path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Pack the package `args` describe and log what was written.
+pub fn build(args: &Args) -> anyhow::Result<Packed> {
     let started = Instant::now();
     let manifest = Manifest::load(&args.config)?;
     let base = match args.config.parent() {
@@ -119,24 +157,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         human_size(summary.package_size),
         elapsed.as_secs_f64(),
     );
-    if args.json {
-        let document = serde_json::json!({
-            "path": final_path,
-            "package": summary.control.package(),
-            "version": summary.control.version(),
-            "architecture": summary.control.architecture(),
-            "size": summary.package_size,
-            "compression": compression.name(),
-            "level": level,
-            "files": summary.files,
-            "conffiles": summary.conffiles,
-            "installed_size_kib": summary.control.get("Installed-Size").and_then(|size| size.parse::<u64>().ok()),
-        });
-        println!("{document}");
-    } else {
-        println!("{}", final_path.display());
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(Packed {
+        path: final_path,
+        summary,
+        compression,
+        level,
+    })
 }
 
 fn write(

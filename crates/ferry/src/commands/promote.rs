@@ -62,6 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     rollout: Default::default(),
                     expires_at: None,
                     single_publisher: args.single_publisher,
+                    provenance: None,
                 };
                 ferry_store::repoint_channel(&store, &signer, &options, source.document.release)
                     .await

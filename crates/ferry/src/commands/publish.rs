@@ -72,6 +72,10 @@ pub struct Args {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// The checkout whose git state goes into the release's provenance (default: the
+    /// current directory); `ferry deploy` sets it to its manifest's directory.
+    #[arg(skip)]
+    pub source_dir: Option<PathBuf>,
 }
 
 fn read_package(file: &Path) -> anyhow::Result<ArtifactInput> {
@@ -229,6 +233,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .expires_in
             .map(|duration| ferry_release::now_utc() + duration),
         single_publisher: args.single_publisher,
+        provenance: Some(crate::provenance::collect(
+            &key.id().to_string(),
+            args.source_dir.as_deref().unwrap_or(Path::new(".")),
+        )),
     };
     let store = if args.dry_run {
         args.store.open_for_plan()?
@@ -336,6 +344,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .and_then(|advanced| advanced.superseded_by)
         );
         value["key_id"] = json!(key.id().to_string());
+        value["provenance"] = json!(outcome.plan.release.provenance);
         value["deltas"] = json!(deltas.as_ref().map(delta_json).unwrap_or_default());
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
@@ -352,6 +361,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     key.id(),
                     plan.options.rollout.to_spec()
                 );
+                if let Some(provenance) = &plan.release.provenance {
+                    println!("  by {}", crate::provenance::describe(provenance));
+                }
                 if let Some(newer) = advanced.superseded_by {
                     println!(
                         "note: a concurrent publish (serial {newer}) reached the channel after this one"

@@ -43,9 +43,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         })?;
     // Each version's patches (docs/delta.md), read once per version.
     let mut patches: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    // And who published it, from what (the release document's provenance).
+    let mut provenance: std::collections::BTreeMap<String, ferry_release::Provenance> =
+        Default::default();
     for entry in &entries {
         if patches.contains_key(&entry.version) {
             continue;
+        }
+        if let Ok(Some(release)) = runtime.block_on(ferry_store::read_release_document(
+            &store,
+            &args.target.app,
+            &entry.version,
+        )) {
+            if let Some(found) = release.provenance {
+                provenance.insert(entry.version.clone(), found);
+            }
         }
         let index = runtime
             .block_on(ferry_delta::read_index(
@@ -76,6 +88,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "waves": entry.pointer.rollout.to_spec(),
                     "paused": entry.pointer.paused,
                     "patches": patches.get(&entry.version).cloned().unwrap_or_default(),
+                    "provenance": provenance.get(&entry.version),
                 })
             })
             .collect();
@@ -121,6 +134,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             entry.version,
             ferry_release::format_time(entry.published_at)
         );
+        if let Some(found) = provenance.get(&entry.version) {
+            println!("           by {}", crate::provenance::describe(found));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

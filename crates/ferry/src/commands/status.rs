@@ -116,7 +116,21 @@ pub fn render(status: &FleetStatus) -> String {
                 pointer.waves,
                 pointer.published_at
             );
+            if let Some(provenance) = &pointer.provenance {
+                let _ = writeln!(
+                    text,
+                    "published by {}",
+                    crate::provenance::describe(provenance)
+                );
+            }
         }
+    }
+    if let Some(lock) = &status.deploy_lock {
+        let _ = writeln!(
+            text,
+            "deploy in progress: {} by {} since {} (lock expires {}; `ferry deploy --break-lock` takes it over)",
+            lock.version, lock.owner, lock.since, lock.expires_at
+        );
     }
     let totals = &status.totals;
     let current = status

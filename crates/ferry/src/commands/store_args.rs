@@ -92,7 +92,8 @@ pub fn parse_name(text: &str) -> Result<String, String> {
 /// The secret key that signs, and what the signer trusts of the state it builds on.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KeyArgs {
-    /// The minisign secret key (PREFIX.key from `ferry keygen`, or minisign.key); an
+    /// The minisign secret key (PREFIX.key from `ferry keygen`, or minisign.key), or
+    /// `env:VAR` to read the key's text from the environment variable VAR (CI secrets); an
     /// encrypted key takes its password from FERRY_KEY_PASSWORD.
     #[arg(long, env = env::FERRY_KEY, value_name = "FILE")]
     pub key: PathBuf,
@@ -134,8 +135,20 @@ impl KeyArgs {
     }
 }
 
+/// Load a secret key from a file, or with `env:VAR` from the environment variable VAR (the
+/// file's text; for CI secrets that should never touch a disk).
 pub fn load_key(path: &Path) -> anyhow::Result<SigningKey> {
     let password = std::env::var(env::FERRY_KEY_PASSWORD).ok();
+    if let Some(variable) = path.to_str().and_then(|text| text.strip_prefix("env:")) {
+        let text = std::env::var(variable).map_err(|_| {
+            anyhow::anyhow!(
+                "--key {}: the environment variable {variable} is not set (or not UTF-8); put the secret key file's text in it",
+                path.display()
+            )
+        })?;
+        return SigningKey::from_text(&text, path, password)
+            .with_context(|| format!("cannot load the signing key from {variable}"));
+    }
     SigningKey::from_file(path, password)
         .with_context(|| format!("cannot load signing key {}", path.display()))
 }

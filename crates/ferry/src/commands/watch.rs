@@ -12,16 +12,16 @@ use ferry_store::PauseOutcome;
 use super::store_args::{ChannelArgs, KeyArgs, runtime};
 
 /// Every host is on the release (or failed it within the threshold).
-const EXIT_ROLLED_OUT: u8 = 0;
+pub const EXIT_ROLLED_OUT: u8 = 0;
 /// Too many failures: the rollout was paused.
-const EXIT_PAUSED: u8 = 2;
+pub const EXIT_PAUSED: u8 = 2;
 /// Too many failures: the channel was rolled back.
-const EXIT_ROLLED_BACK: u8 = 3;
+pub const EXIT_ROLLED_BACK: u8 = 3;
 /// `--timeout` passed before the rollout finished.
-const EXIT_TIMED_OUT: u8 = 4;
+pub const EXIT_TIMED_OUT: u8 = 4;
 /// The channel moved to another release while watching (someone else published or rolled
 /// back).
-const EXIT_SUPERSEDED: u8 = 5;
+pub const EXIT_SUPERSEDED: u8 = 5;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "EXIT STATUS:\n  \
@@ -62,6 +62,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    watch(&args).map(ExitCode::from)
+}
+
+/// Watch the rollout; the exit status (see `EXIT STATUS`).
+pub fn watch(args: &Args) -> anyhow::Result<u8> {
     let threshold = Threshold::parse(&args.max_failures)?;
     let key = args.key.load()?;
     let signer = args.key.signer(&key)?;
@@ -135,7 +140,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "rolled out {version} on {}/{}: {updated} hosts updated, {failed} failed (within {threshold})",
                     args.target.app, args.target.channel
                 );
-                return Ok(ExitCode::from(EXIT_ROLLED_OUT));
+                return Ok(EXIT_ROLLED_OUT);
             }
             Verdict::Superseded {
                 version: now,
@@ -148,7 +153,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     now.as_deref().unwrap_or("nothing"),
                     serial.map_or("-".into(), |serial| serial.to_string())
                 );
-                return Ok(ExitCode::from(EXIT_SUPERSEDED));
+                return Ok(EXIT_SUPERSEDED);
             }
             Verdict::Failing { failed, total } => {
                 let failed_hosts: Vec<&str> = status
@@ -158,7 +163,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .map(|host| host.host.as_str())
                     .collect();
                 return halt(
-                    &args,
+                    args,
                     &runtime,
                     &store,
                     &signer,
@@ -177,7 +182,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 args.target.app,
                 args.target.channel
             );
-            return Ok(ExitCode::from(EXIT_TIMED_OUT));
+            return Ok(EXIT_TIMED_OUT);
         }
         std::thread::sleep(
             args.interval
@@ -203,7 +208,7 @@ fn halt(
     total: usize,
     failed_hosts: &[&str],
     threshold: Threshold,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<u8> {
     let why = format!(
         "{failed} of {total} hosts failed {version} (more than {threshold}): {}",
         failed_hosts.join(", ")
@@ -223,7 +228,7 @@ fn halt(
             "HALTED: {why}\nrolled back {}/{} from {from} to {} (serial {})",
             args.target.app, args.target.channel, advanced.pointer.release.version, advanced.serial
         );
-        Ok(ExitCode::from(EXIT_ROLLED_BACK))
+        Ok(EXIT_ROLLED_BACK)
     } else {
         let outcome = runtime
             .block_on(ferry_store::set_paused(
@@ -244,6 +249,6 @@ fn halt(
             "HALTED: {why}\npaused {}/{} at serial {serial}; hosts that have {version} keep it, no other host installs it. `ferry rollback` to go back, `ferry resume` to go on",
             args.target.app, args.target.channel
         );
-        Ok(ExitCode::from(EXIT_PAUSED))
+        Ok(EXIT_PAUSED)
     }
 }
