@@ -66,6 +66,9 @@ pub struct DeploySection {
     pub post: Vec<String>,
     /// Deploy from a git tree with uncommitted changes.
     pub allow_dirty: Option<bool>,
+    /// Webhooks that get a JSON event for each step of the rollout.
+    #[serde(default)]
+    pub notify: Vec<String>,
 }
 
 /// `[package]`: the control fields and package-wide settings.

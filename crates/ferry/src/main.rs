@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod env;
 mod logging;
+mod notify;
 mod provenance;
 
 use std::process::ExitCode;

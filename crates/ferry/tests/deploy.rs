@@ -3,13 +3,18 @@
 //! following the channel. A healthy release rolls out (exit 0) with its provenance recorded;
 //! a dirty tree and a held deploy lock are refused (exit 6) with nothing published; an
 //! unhealthy release is rolled back (exit 3) and the hosts stay on the last good one. The
-//! `pre` hooks write the build inputs, the `post` hooks see how the rollout ended.
+//! `pre` hooks write the build inputs, the `post` hooks see how the rollout ended, and a
+//! local webhook receives every step (`--notify`), its first answer a 503 to be retried,
+//! while a second, dead webhook holds nothing up.
 
 #[path = "fixtures/provisioning/support.rs"]
 mod support;
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_testutil::Dir;
@@ -202,6 +207,67 @@ post = ["echo \"$FERRY_DEPLOY_VERSION $FERRY_DEPLOY_RESULT\" >> {results}/post.l
     }
 }
 
+/// A webhook on 127.0.0.1 that records every JSON body POSTed to it; it answers the first
+/// request 503 (the sender must retry), the rest 200.
+struct Webhook {
+    url: String,
+    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Webhook {
+    fn start() -> Webhook {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let bodies: Arc<Mutex<Vec<serde_json::Value>>> = Default::default();
+        let seen = bodies.clone();
+        std::thread::spawn(move || {
+            let mut answered = 0;
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':') {
+                        if name.eq_ignore_ascii_case("content-length") {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                answered += 1;
+                let status = if answered == 1 {
+                    "503 Service Unavailable"
+                } else {
+                    seen.lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&body).unwrap_or_default());
+                    "200 OK"
+                };
+                let _ = write!(
+                    reader.get_mut(),
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Webhook { url, bodies }
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|body| body["event"].as_str().unwrap_or("?").to_owned())
+            .collect()
+    }
+}
+
 fn text(output: &Output) -> String {
     format!(
         "{}\n{}",
@@ -237,8 +303,11 @@ fn deploy_end_to_end(s3: bool) {
     };
     assert!(on("1.0.0"), "the hosts never ran 1.0.0");
 
-    // A healthy release, watched to the end.
-    let healthy = checkout.deploy(&["--version", "2.0.0"]);
+    // A healthy release, watched to the end, each step told to the webhooks (one dead).
+    let webhook = Webhook::start();
+    let dead = format!("http://127.0.0.1:{}/nobody", ferry_testutil::free_port());
+    let notify = ["--notify", webhook.url.as_str(), "--notify", dead.as_str()];
+    let healthy = checkout.deploy(&[&["--version", "2.0.0"][..], &notify].concat());
     assert_eq!(healthy.status.code(), Some(0), "{}", text(&healthy));
     assert!(
         text(&healthy).contains("rolled out 2.0.0"),
@@ -298,7 +367,8 @@ fn deploy_end_to_end(s3: bool) {
 
     // An unhealthy release (the pre hook marks 3.0.0 unhealthy): rolled back, exit 3, and
     // the hosts stay on 2.0.0. --break-lock takes the stale lock over.
-    let unhealthy = checkout.deploy(&["--version", "3.0.0", "--break-lock"]);
+    let unhealthy =
+        checkout.deploy(&[&["--version", "3.0.0", "--break-lock"][..], &notify].concat());
     assert_eq!(unhealthy.status.code(), Some(3), "{}", text(&unhealthy));
     assert!(text(&unhealthy).contains("took over the deploy lock of someone@elsewhere"));
     assert!(
@@ -321,6 +391,25 @@ fn deploy_end_to_end(s3: bool) {
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert!(status["deploy_lock"].is_null(), "{status}");
     assert_eq!(status["pointer"]["version"], "2.0.0");
+
+    // The webhook heard both rollouts, in order, the first event despite its 503.
+    assert_eq!(
+        webhook.events(),
+        ["started", "done", "started", "hosts-failed", "rolled-back"],
+        "{:?}",
+        webhook.bodies.lock().unwrap()
+    );
+    let bodies = webhook.bodies.lock().unwrap().clone();
+    assert_eq!(bodies[1]["version"], "2.0.0");
+    assert_eq!(bodies[1]["updated"], 3);
+    assert!(
+        bodies[4]["text"]
+            .as_str()
+            .unwrap()
+            .contains("rolled back hello/stable from 3.0.0 to 2.0.0"),
+        "{}",
+        bodies[4]
+    );
 
     let post = std::fs::read_to_string(checkout.dir.join("results/post.log")).unwrap();
     assert_eq!(

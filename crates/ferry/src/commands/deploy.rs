@@ -84,6 +84,10 @@ pub struct Args {
     /// Print the plan; run, pack and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// POST a JSON event for each step of the rollout to this webhook (repeat for several),
+    /// as `ferry watch --notify`; also `[deploy] notify`.
+    #[arg(long = "notify", value_name = "URL")]
+    pub notify: Vec<String>,
 }
 
 /// The settings after flags, environment and `[deploy]` are merged.
@@ -104,6 +108,7 @@ struct Plan {
     pre: Vec<String>,
     post: Vec<String>,
     allow_dirty: bool,
+    notify: Vec<String>,
 }
 
 fn resolve(args: &Args, section: DeploySection, manifest_dir: &Path) -> anyhow::Result<Plan> {
@@ -158,6 +163,11 @@ fn resolve(args: &Args, section: DeploySection, manifest_dir: &Path) -> anyhow::
         pre: section.pre,
         post: section.post,
         allow_dirty: args.allow_dirty || section.allow_dirty.unwrap_or(false),
+        notify: if args.notify.is_empty() {
+            section.notify
+        } else {
+            args.notify.clone()
+        },
     })
 }
 
@@ -225,6 +235,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     for hook in &plan.post {
         println!("  post: {hook}");
+    }
+    for url in &plan.notify {
+        println!("  notify: {url}");
     }
     if git.as_ref().is_some_and(|git| git.dirty) && !plan.allow_dirty {
         eprintln!(
@@ -372,6 +385,7 @@ fn deploy_locked(
         interval: args.interval,
         stale_after: plan.stale_after,
         single_publisher: false,
+        notify: plan.notify.clone(),
     })
 }
 

@@ -59,6 +59,11 @@ pub struct Args {
     /// Write even on a store that ignores conditional writes.
     #[arg(long)]
     pub single_publisher: bool,
+    /// POST a JSON event for each step of the rollout to this webhook (repeat for several):
+    /// started, wave opened, hosts failed, halted, rolled back, done, with a Slack-compatible
+    /// `text` (docs/rollout.md). Retried with backoff; never holds up the rollout.
+    #[arg(long = "notify", value_name = "URL")]
+    pub notify: Vec<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -97,6 +102,45 @@ pub fn watch(args: &Args) -> anyhow::Result<u8> {
         );
     };
     let version = args.release.clone().unwrap_or(pointer.version.clone());
+    let notifier = crate::notify::Notifier::new(args.notify.clone())?;
+    let notify = |event: &'static str, status: &ferry_fleet::FleetStatus, text: String| {
+        let (updated, failed, total) = match ferry_fleet::judge(status, &version, threshold) {
+            Verdict::Rolling {
+                updated,
+                failed,
+                total,
+            } => (updated, failed, total),
+            Verdict::Done { updated, failed } => (updated, failed, status.totals.hosts),
+            Verdict::Failing { failed, total } => (status.totals.updated, failed, total),
+            Verdict::Superseded { .. } => (0, 0, status.totals.hosts),
+        };
+        notifier.send(crate::notify::Event {
+            event,
+            app: args.target.app.clone(),
+            channel: args.target.channel.clone(),
+            version: version.clone(),
+            updated,
+            failed,
+            total,
+            at: ferry_release::format_time(ferry_release::now_utc()),
+            text,
+        });
+    };
+    let mut open_waves: Vec<usize> = first
+        .waves
+        .iter()
+        .filter(|wave| wave.open)
+        .map(|wave| wave.wave)
+        .collect();
+    let mut failed_seen = 0;
+    notify(
+        "started",
+        &first,
+        format!(
+            "ferry: rolling out {version} to {}/{} (waves {}; {} hosts reporting)",
+            args.target.app, args.target.channel, pointer.waves, first.totals.hosts
+        ),
+    );
     eprintln!(
         "watching {}/{} roll out {version} (serial {}, waves {}); halting by {} above {threshold} failed hosts",
         args.target.app,
@@ -133,26 +177,63 @@ pub fn watch(args: &Args) -> anyhow::Result<u8> {
             eprintln!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64());
             last_line = line;
         }
+        for wave in status.waves.iter().filter(|wave| wave.open) {
+            if !open_waves.contains(&wave.wave) {
+                open_waves.push(wave.wave);
+                notify(
+                    "wave-opened",
+                    &status,
+                    format!(
+                        "ferry: {}/{} wave {} ({}% of hosts) opened for {version}",
+                        args.target.app, args.target.channel, wave.wave, wave.percent
+                    ),
+                );
+            }
+        }
+        let failed_now: Vec<&str> = status
+            .hosts
+            .iter()
+            .filter(|host| host.failed_current)
+            .map(|host| host.host.as_str())
+            .collect();
+        if failed_now.len() > failed_seen {
+            failed_seen = failed_now.len();
+            notify(
+                "hosts-failed",
+                &status,
+                format!(
+                    "ferry: {} host(s) failed {version} on {}/{}: {}",
+                    failed_now.len(),
+                    args.target.app,
+                    args.target.channel,
+                    failed_now.join(", ")
+                ),
+            );
+        }
         match verdict {
             Verdict::Rolling { .. } => {}
             Verdict::Done { updated, failed } => {
-                println!(
+                let text = format!(
                     "rolled out {version} on {}/{}: {updated} hosts updated, {failed} failed (within {threshold})",
                     args.target.app, args.target.channel
                 );
+                println!("{text}");
+                notify("done", &status, format!("ferry: {text}"));
                 return Ok(EXIT_ROLLED_OUT);
             }
             Verdict::Superseded {
                 version: now,
                 serial,
             } => {
-                println!(
+                let text = format!(
                     "{}/{} no longer names {version}: it names {} (serial {}); stopped watching",
                     args.target.app,
                     args.target.channel,
                     now.as_deref().unwrap_or("nothing"),
                     serial.map_or("-".into(), |serial| serial.to_string())
                 );
+                println!("{text}");
+                notify("superseded", &status, format!("ferry: {text}"));
                 return Ok(EXIT_SUPERSEDED);
             }
             Verdict::Failing { failed, total } => {
@@ -162,7 +243,7 @@ pub fn watch(args: &Args) -> anyhow::Result<u8> {
                     .filter(|host| host.failed_current)
                     .map(|host| host.host.as_str())
                     .collect();
-                return halt(
+                let halted = halt(
                     args,
                     &runtime,
                     &store,
@@ -173,15 +254,24 @@ pub fn watch(args: &Args) -> anyhow::Result<u8> {
                     &failed_hosts,
                     threshold,
                 );
+                let (event, text) = match &halted {
+                    Ok((code, text)) if *code == EXIT_ROLLED_BACK => ("rolled-back", text.clone()),
+                    Ok((_, text)) => ("halted", text.clone()),
+                    Err(error) => ("halted", format!("{error:#}")),
+                };
+                notify(event, &status, format!("ferry: {text}"));
+                return halted.map(|(code, _)| code);
             }
         }
         if started.elapsed() >= args.timeout {
-            println!(
+            let text = format!(
                 "timed out after {} watching {version} on {}/{}: {last_line}",
                 humantime::format_duration(args.timeout),
                 args.target.app,
                 args.target.channel
             );
+            println!("{text}");
+            notify("timed-out", &status, format!("ferry: {text}"));
             return Ok(EXIT_TIMED_OUT);
         }
         std::thread::sleep(
@@ -208,7 +298,7 @@ fn halt(
     total: usize,
     failed_hosts: &[&str],
     threshold: Threshold,
-) -> anyhow::Result<u8> {
+) -> anyhow::Result<(u8, String)> {
     let why = format!(
         "{failed} of {total} hosts failed {version} (more than {threshold}): {}",
         failed_hosts.join(", ")
@@ -224,11 +314,12 @@ fn halt(
                 args.single_publisher,
             ))
             .with_context(|| format!("{why}; and the rollback FAILED"))?;
-        println!(
+        let text = format!(
             "HALTED: {why}\nrolled back {}/{} from {from} to {} (serial {})",
             args.target.app, args.target.channel, advanced.pointer.release.version, advanced.serial
         );
-        Ok(EXIT_ROLLED_BACK)
+        println!("{text}");
+        Ok((EXIT_ROLLED_BACK, text.replace('\n', "; ")))
     } else {
         let outcome = runtime
             .block_on(ferry_store::set_paused(
@@ -245,10 +336,11 @@ fn halt(
             PauseOutcome::Changed(advanced) => advanced.serial,
             PauseOutcome::Unchanged(pointer) => pointer.serial,
         };
-        println!(
+        let text = format!(
             "HALTED: {why}\npaused {}/{} at serial {serial}; hosts that have {version} keep it, no other host installs it. `ferry rollback` to go back, `ferry resume` to go on",
             args.target.app, args.target.channel
         );
-        Ok(EXIT_PAUSED)
+        println!("{text}");
+        Ok((EXIT_PAUSED, text.replace('\n', "; ")))
     }
 }
