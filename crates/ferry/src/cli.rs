@@ -13,10 +13,11 @@ use crate::commands;
 #[command(name = "ferry", version, about, propagate_version = true)]
 pub struct Cli {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    // Listed after each command's own flags in `--help`.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, display_order = 10_000)]
     pub verbose: u8,
     /// Only errors on stderr.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, display_order = 10_001)]
     pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
@@ -70,6 +71,10 @@ pub enum Command {
     Try(commands::try_host::Args),
     /// Run the whole loop locally: pack, publish, install, swap, roll back.
     Quickstart(commands::quickstart::Args),
+    /// Print a shell completion script: `ferry completions bash > /etc/bash_completion.d/ferry`.
+    Completions(commands::completions::Args),
+    /// Write ferry's man pages (ferry.1 and one per command) into a directory.
+    Manpages(commands::completions::ManpagesArgs),
 }
 
 impl Command {
@@ -98,6 +103,8 @@ impl Command {
             Command::Reload(args) => commands::reload::run(args),
             Command::Try(args) => commands::try_host::run(args),
             Command::Quickstart(args) => commands::quickstart::run(args),
+            Command::Completions(args) => commands::completions::run(args),
+            Command::Manpages(args) => commands::completions::run_manpages(args),
         }
     }
 }

@@ -60,6 +60,11 @@ fn ferry_packs_itself_lintian_clean_and_installs_in_a_sandbox() {
     for wanted in [
         "/usr/bin/ferry",
         "/usr/lib/systemd/system/ferry-agent.service",
+        "/usr/share/bash-completion/completions/ferry",
+        "/usr/share/zsh/vendor-completions/_ferry",
+        "/usr/share/fish/vendor_completions.d/ferry.fish",
+        "/usr/share/man/man1/ferry.1.gz",
+        "/usr/share/man/man1/ferry-deploy.1.gz",
     ] {
         assert!(paths.contains(&wanted), "{wanted} missing from {paths:?}");
     }

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod cloud_init;
+pub mod completions;
 pub mod config;
 pub mod dashboard;
 pub mod deploy;
