@@ -9,6 +9,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
+/// A command as a list of words, or as one string split at whitespace (as systemd's
+/// `ExecStart=` is); a word with spaces needs the list form.
+fn command_words<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Words {
+        List(Vec<String>),
+        Line(String),
+    }
+    Ok(match Words::deserialize(deserializer).map_err(|_| {
+        serde::de::Error::custom(
+            "expected a command: a list like [\"/usr/bin/tool\", \"--flag\"] or a string like \"/usr/bin/tool --flag\"",
+        )
+    })? {
+        Words::List(words) => words,
+        Words::Line(line) => line.split_whitespace().map(str::to_owned).collect(),
+    })
+}
+
 /// The agent's TOML file, exactly as written by the operator.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -201,7 +222,9 @@ pub enum RestartFile {
     },
     /// `method = "exec"`: run a command.
     Exec {
-        /// The command and its arguments.
+        /// The command and its arguments: a list, or one string split at whitespace
+        /// (`command = "/usr/bin/hello-reload --graceful"`).
+        #[serde(deserialize_with = "command_words")]
         command: Vec<String>,
         /// How long it may run (default `60s`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -228,8 +251,12 @@ pub struct HealthFile {
     /// Connect to this `host:port`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp: Option<String>,
-    /// Run this command and expect exit status 0.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Run this command and expect exit status 0 (a list, or one string split at whitespace).
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "command_words"
+    )]
     pub command: Vec<String>,
     /// The service's process must still be alive after this long (e.g. `"5s"`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -272,8 +299,17 @@ impl AgentFile {
 
     /// Read and parse an agent file.
     pub fn read(path: &Path) -> Result<AgentFile, Error> {
-        let text = ferry_release::read_local_text(path, MAX_CONFIG_BYTES)
-            .map_err(|cause| Error::io("read the agent config", path, cause))?;
+        let text = ferry_release::read_local_text(path, MAX_CONFIG_BYTES).map_err(|cause| {
+            let next = if cause.kind() == std::io::ErrorKind::NotFound {
+                " (write one, docs/agent.md lists every key; `ferry cloud-init` writes one for a new server; or pass --config PATH)"
+            } else {
+                ""
+            };
+            Error::Config {
+                path: path.to_path_buf(),
+                message: format!("cannot read it: {cause}{next}"),
+            }
+        })?;
         AgentFile::parse(&text, path)
     }
 }

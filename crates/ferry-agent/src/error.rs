@@ -15,6 +15,16 @@ pub enum Error {
         /// What is wrong and how to fix it.
         message: String,
     },
+    /// A key named by `trust` or `trust-root` cannot be used.
+    #[error(
+        "cannot load the keys named by `{key}`: {message}; check the paths in the agent config (the .pub files made by `ferry keygen`)"
+    )]
+    TrustedKeys {
+        /// `trust` or `trust-root`.
+        key: &'static str,
+        /// What failed, with the OS reason.
+        message: String,
+    },
     /// A file-system operation failed. The cause is part of the message and deliberately not
     /// a `source()`: the agent logs one line per error, and a chained cause would print the
     /// same OS error twice.

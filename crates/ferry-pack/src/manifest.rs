@@ -7,6 +7,25 @@ use std::path::{Path, PathBuf};
 use crate::error::{Context, Result, bail};
 use serde::Deserialize;
 
+/// A file mode, which must be a string: TOML reads `755` as the decimal number, which is
+/// not the mode meant, so a bare number is refused with the form to write.
+fn mode_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Mode {
+        Text(String),
+        Number(i64),
+    }
+    match Mode::deserialize(deserializer)? {
+        Mode::Text(text) => Ok(Some(text)),
+        Mode::Number(number) => Err(serde::de::Error::custom(format!(
+            "mode = {number} is a number; write the octal mode as a string: mode = \"0{number}\""
+        ))),
+    }
+}
+
 /// The whole `ferry.toml`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -141,6 +160,7 @@ pub struct FileSection {
     pub dest: String,
     /// Octal permission bits as a string (`"0755"`); default: 0755 when the source is
     /// executable, else 0644.
+    #[serde(default, deserialize_with = "mode_text")]
     pub mode: Option<String>,
 }
 

@@ -287,8 +287,18 @@ fn warn_about_description(package: &str, description: &str) {
     let mut lines = description.trim().lines();
     let synopsis = lines.next().unwrap_or_default().trim().to_lowercase();
     if synopsis.split_whitespace().next() == Some(package) {
+        // The synopsis without the name is usually the better one.
+        let rest = synopsis
+            .trim_start_matches(package)
+            .trim_start_matches([' ', ':', '-', ','])
+            .trim();
+        let suggestion = if rest.is_empty() {
+            "say what it does, e.g. \"HTTP greeting service\"".to_owned()
+        } else {
+            format!("say what it does without the name, e.g. {rest:?}")
+        };
         tracing::warn!(
-            "the description starts with the package name {package:?}; lintian reports description-starts-with-package-name (say what it does: \"HTTP greeting service\")"
+            "the description starts with the package name {package:?}; lintian reports description-starts-with-package-name ({suggestion})"
         );
     }
     if lines.all(|line| line.trim().is_empty()) {

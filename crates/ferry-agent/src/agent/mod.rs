@@ -92,18 +92,18 @@ pub struct Agent {
 impl Agent {
     /// Load keys and the journal. Nothing is touched yet.
     pub fn new(settings: Settings, store: Store, metrics: Arc<Metrics>) -> Result<Agent, Error> {
-        let load_keys = |paths: &[PathBuf]| {
-            TrustedKeys::from_files(paths).map_err(|error| Error::Config {
-                path: paths.first().cloned().unwrap_or_default(),
+        let load_keys = |paths: &[PathBuf], key: &'static str| {
+            TrustedKeys::from_files(paths).map_err(|error| Error::TrustedKeys {
+                key,
                 message: ErrorChain(&error).to_string(),
             })
         };
-        let flat = load_keys(&settings.trust)?;
+        let flat = load_keys(&settings.trust, "trust")?;
         let keyring = if settings.trust_root.is_empty() {
             None
         } else {
             Some(KeyringTrust::load(
-                load_keys(&settings.trust_root)?,
+                load_keys(&settings.trust_root, "trust-root")?,
                 settings
                     .state_dir
                     .join(format!("{}.keyring.json", settings.app)),

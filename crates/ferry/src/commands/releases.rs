@@ -96,13 +96,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if entries.is_empty() {
-        println!(
-            "channel {}/{} has no history in {}",
+        anyhow::bail!(
+            "channel {}/{} has no history in {}: nothing was published there; check --app and --channel (the app defaults to the package name at publish)",
             args.target.app,
             args.target.channel,
             store.url()
         );
-        return Ok(ExitCode::SUCCESS);
     }
     println!(
         "  {:>6}  {:<24} {:<20}  {:<16}  ROLLOUT",
