@@ -13,6 +13,15 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Started under the name `hello-service`, ferry is the quickstart's example service.
+    let invoked_as = std::env::args_os().next().map(std::path::PathBuf::from);
+    if invoked_as
+        .as_deref()
+        .and_then(std::path::Path::file_name)
+        .is_some_and(|name| name == "hello-service")
+    {
+        return hello_service::main();
+    }
     let cli = cli::Cli::parse();
     logging::init(cli.verbose, cli.quiet);
     match cli.command.run() {

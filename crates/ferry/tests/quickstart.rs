@@ -88,3 +88,43 @@ fn quickstart_runs_the_whole_loop_without_a_failed_request() {
         history.display()
     );
 }
+
+#[test]
+fn an_installed_ferry_runs_the_quickstart_with_no_source_tree_and_no_build() {
+    // A ferry somewhere else, as the .deb installs it: no hello-service beside it, no cargo
+    // on PATH, no source tree to build from. It packs itself as the example service.
+    let dir = Dir::new("quickstart-installed");
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    let ferry = ferry_testutil::fleet::stripped_copy(
+        std::path::Path::new(env!("CARGO_BIN_EXE_ferry")),
+        &dir.join("bin/ferry"),
+    );
+    let output = Command::new(&ferry)
+        .arg("quickstart")
+        .arg("--dir")
+        .arg(dir.join("work"))
+        .env("PATH", "/usr/bin:/bin")
+        .env_remove("CARGO")
+        .output()
+        .expect("run ferry quickstart");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "quickstart failed: {}\n--- stdout\n{stdout}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !stdout.contains("building"),
+        "it built something:\n{stdout}"
+    );
+    let tally = stdout
+        .lines()
+        .find(|line| line.trim_start().starts_with("requests answered:"))
+        .unwrap_or_else(|| panic!("no tally line in:\n{stdout}"));
+    assert!(tally.contains("errors: 0,"), "{tally}");
+    assert!(
+        tally.contains("1.0.0-1: ") && tally.contains("2.0.0-1: "),
+        "{tally}"
+    );
+}

@@ -9,7 +9,7 @@ mod client;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,8 +38,8 @@ pub struct Args {
     /// The port the service listens on (127.0.0.1); default: a free one.
     #[arg(long)]
     port: Option<u16>,
-    /// The example service's binary; default: `hello-service` next to this `ferry`, built
-    /// with cargo from the source tree when it is not there yet.
+    /// The example service's binary; default: this `ferry` itself, which runs the example
+    /// service when started as `hello-service` (no build, no source tree needed).
     #[arg(long, value_name = "PATH")]
     example_binary: Option<PathBuf>,
 }
@@ -47,10 +47,6 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let ferry = std::env::current_exe().context("cannot find the running ferry binary")?;
-    let example = match &args.example_binary {
-        Some(path) => path.clone(),
-        None => find_or_build_example(&ferry)?,
-    };
     let (dir, temporary) = match &args.dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)
@@ -70,6 +66,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             (dir, true)
         }
+    };
+    let example = match &args.example_binary {
+        Some(path) => path.clone(),
+        None => example_from(&ferry, &dir)?,
     };
     let port = match args.port {
         Some(port) => port,
@@ -134,47 +134,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `hello-service` next to the running `ferry`; from a source checkout, build it first.
-fn find_or_build_example(ferry: &Path) -> anyhow::Result<PathBuf> {
-    let beside = ferry.with_file_name("hello-service");
-    if beside.is_file() {
-        return Ok(beside);
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let manifest = workspace.join("Cargo.toml");
-    if !manifest.is_file() {
-        bail!(
-            "cannot find the example service at {} (build it with `cargo build --release -p hello-service`, or pass --example-binary PATH)",
-            beside.display()
-        );
-    }
-    let release = !cfg!(debug_assertions);
-    println!(
-        "==> building the example service (cargo build{} -p hello-service)",
-        if release { " --release" } else { "" }
-    );
-    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cargo
-        .arg("build")
-        .arg("--quiet")
-        .arg("-p")
-        .arg("hello-service")
-        .arg("--manifest-path")
-        .arg(&manifest);
-    if release {
-        cargo.arg("--release");
-    }
-    // Build into the same target directory as this ferry, so the binary lands beside it.
-    if let Some(target) = ferry.parent().and_then(Path::parent) {
-        cargo.env("CARGO_TARGET_DIR", target);
-    }
-    let status = cargo
+/// The example service is this ferry itself (it runs the service when started as
+/// `hello-service`): a copy, stripped when binutils' `strip` is there, so the packages and
+/// their patches stay small.
+fn example_from(ferry: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let bin = dir.join("example");
+    std::fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
+    let copy = bin.join("hello-service");
+    std::fs::copy(ferry, &copy)
+        .with_context(|| format!("cannot copy {} to {}", ferry.display(), copy.display()))?;
+    let stripped = Command::new("strip")
+        .arg("--strip-unneeded")
+        .arg(&copy)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .status()
-        .context("cannot run cargo to build the example service")?;
-    if !status.success() || !beside.is_file() {
-        bail!("building the example service failed (try `cargo build --release -p hello-service`)");
+        .is_ok_and(|status| status.success());
+    if !stripped {
+        tracing::debug!("strip is not available; packing the example service unstripped");
     }
-    Ok(beside)
+    Ok(copy)
 }
 
 fn free_port() -> anyhow::Result<u16> {
