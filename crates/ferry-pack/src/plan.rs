@@ -149,6 +149,16 @@ pub fn plan(manifest: &Manifest, base: &Path, options: &PackOptions) -> Result<P
         });
     }
 
+    // The ELF files as they are on disk, for `$auto` dependencies (before stripping turns
+    // them into bytes).
+    let mut elf_files = Vec::new();
+    for entry in &entries {
+        if let EntrySource::File(Source::Path(path)) = &entry.source {
+            if is_elf(path)? {
+                elf_files.push(path.clone());
+            }
+        }
+    }
     if package.strip {
         for entry in &mut entries {
             if let EntrySource::File(Source::Path(path)) = &entry.source {
@@ -234,9 +244,10 @@ pub fn plan(manifest: &Manifest, base: &Path, options: &PackOptions) -> Result<P
     control.set("Architecture", architecture);
     control.set("Maintainer", package.maintainer.clone());
     control.set("Installed-Size", "0");
+    let depends = resolve_auto_depends(&package.depends, &elf_files)?;
     for (field, values) in [
         ("Pre-Depends", &package.pre_depends),
-        ("Depends", &package.depends),
+        ("Depends", &depends),
         ("Recommends", &package.recommends),
         ("Suggests", &package.suggests),
         ("Breaks", &package.breaks),
@@ -405,6 +416,89 @@ pub fn detect_architecture(entries: &[Entry]) -> Result<String> {
         }
     }
     Ok(found.map_or_else(|| "all".to_string(), |(_, arch)| arch.to_string()))
+}
+
+/// The word in `depends` that stands for the shared libraries the ELF files need.
+pub const AUTO_DEPENDS: &str = "$auto";
+
+/// `depends` with [`AUTO_DEPENDS`] replaced by what `dpkg-shlibdeps` (dpkg-dev) computes
+/// for `elf_files`, as Debian's own packages and cargo-deb get theirs: each needed library's
+/// package with the lowest version that has every symbol used.
+fn resolve_auto_depends(depends: &[String], elf_files: &[PathBuf]) -> Result<Vec<String>> {
+    if !depends.iter().any(|entry| entry == AUTO_DEPENDS) {
+        return Ok(depends.to_vec());
+    }
+    let computed = if elf_files.is_empty() {
+        tracing::debug!("depends = [\"$auto\"] but the package has no ELF files");
+        Vec::new()
+    } else {
+        shlibdeps(elf_files)?
+    };
+    let mut resolved: Vec<String> = Vec::new();
+    for entry in depends {
+        let expanded = if entry == AUTO_DEPENDS {
+            computed.clone()
+        } else {
+            vec![entry.clone()]
+        };
+        for dependency in expanded {
+            if !resolved.contains(&dependency) {
+                resolved.push(dependency);
+            }
+        }
+    }
+    Ok(resolved)
+}
+
+/// Run `dpkg-shlibdeps` on `files` in a scratch directory holding the minimal
+/// `debian/control` it insists on; returns the `shlibs:Depends` entries.
+fn shlibdeps(files: &[PathBuf]) -> Result<Vec<String>> {
+    let scratch = std::env::temp_dir().join(format!("ferry-pack-shlibdeps-{}", std::process::id()));
+    std::fs::create_dir_all(scratch.join("debian"))
+        .with_context(|| format!("cannot create {}", scratch.display()))?;
+    let result = (|| {
+        std::fs::write(
+            scratch.join("debian/control"),
+            "Source: ferry-auto\n\nPackage: ferry-auto\nArchitecture: any\n",
+        )
+        .with_context(|| format!("cannot write {}", scratch.display()))?;
+        let mut command = std::process::Command::new("dpkg-shlibdeps");
+        command
+            .args(["-O", "--ignore-missing-info"])
+            .current_dir(&scratch)
+            .stdin(std::process::Stdio::null());
+        for file in files {
+            let absolute = std::fs::canonicalize(file)
+                .with_context(|| format!("cannot find {}", file.display()))?;
+            command.arg(format!("-e{}", absolute.display()));
+        }
+        let output = command.output().map_err(|error| {
+            crate::error::Error::Invalid(format!(
+                "depends = [\"$auto\"] needs dpkg-shlibdeps (Debian package dpkg-dev): {error}"
+            ))
+        })?;
+        if !output.status.success() {
+            return Err(crate::error::Error::Invalid(format!(
+                "dpkg-shlibdeps could not work out the libraries of {}: {}",
+                files
+                    .iter()
+                    .map(|file| file.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        Ok(stdout
+            .lines()
+            .filter_map(|line| line.strip_prefix("shlibs:Depends="))
+            .flat_map(|list| list.split(','))
+            .map(|entry| entry.trim().to_owned())
+            .filter(|entry| !entry.is_empty())
+            .collect())
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
 }
 
 /// Does `path` start with the ELF magic?
