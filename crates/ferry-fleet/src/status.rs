@@ -77,6 +77,9 @@ pub struct HostRow {
     pub failed_current: bool,
     /// Should have moved by now but has not reported for longer than the stale limit.
     pub stale: bool,
+    /// When its state last changed (RFC 3339): when it took, or failed, what it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<String>,
 }
 
 /// Hosts per version.
@@ -236,6 +239,7 @@ pub fn summarize(
                 on_current,
                 failed_current,
                 stale,
+                last_change: report.last_change_at.clone(),
             }
         })
         .collect();

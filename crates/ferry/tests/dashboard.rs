@@ -236,3 +236,163 @@ fn dashboard_shows_hosts_and_versions_in_headless_chromium() {
     );
     eprintln!("screenshot: {}", screenshot.display());
 }
+
+/// 1,000 hosts, as a rollout in its second wave leaves them: most on the new release (taken
+/// over the last minutes), some still on the old one, some that failed it, some silent. The
+/// page must draw every host in the grid, a bar per wave, the timeline of hosts taking the
+/// release with the failures marked, the release history with who published what, and a
+/// host table that lists the hosts needing a look first instead of all 1,000.
+#[test]
+fn dashboard_draws_a_thousand_hosts_readably() {
+    let dir = Dir::new("dashboard-1000");
+    let store_dir = dir.join("store");
+    std::fs::create_dir_all(&store_dir).unwrap();
+    let store = format!("file://{}", store_dir.display());
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_ferry"));
+    let ferry = Ferry::new(&binary, vec![]);
+    let publisher = Publisher::new(&binary, &dir.join("release"), &store, vec![], APP, CHANNEL);
+    publisher.keygen();
+    let payload = dir.write("payload", "#!/bin/sh\necho hello\n");
+    let key = dir.join("release/release.key").display().to_string();
+    let mut published = ferry_release::now_utc();
+    for (version, waves) in [("1.0.0-1", "100%:0"), ("2.0.0-1", "20%:0,100%:10m")] {
+        published = ferry_release::now_utc();
+        let package = publisher.pack(&payload, version, None);
+        ferry.ok(&[
+            "publish", "--store", &store, "--app", APP, "--key", &key, "--waves", waves,
+            &package.display().to_string(),
+        ]);
+    }
+    // The hosts took (or failed) 2.0.0-1 over the 4 s after it was published.
+    std::thread::sleep(Duration::from_secs(5));
+    let now = ferry_release::now_utc();
+    let at = |seconds_ago: i64| {
+        ferry_release::format_time(now - time::Duration::seconds(seconds_ago))
+    };
+    let after_publish = |index: usize| {
+        ferry_release::format_time(published + time::Duration::seconds(1 + (index % 4) as i64))
+    };
+    let hosts_dir = store_dir.join("apps/hello/hosts");
+    std::fs::create_dir_all(&hosts_dir).unwrap();
+    let (mut updated, mut failed, mut silent) = (0, 0, 0);
+    for index in 0..1000 {
+        let host = format!("host-{index:04}");
+        let mut report = ferry_release::HostReport {
+            schema: ferry_release::HOST_REPORT_SCHEMA,
+            app: APP.into(),
+            channel: CHANNEL.into(),
+            host_id: host.clone(),
+            version: Some("1.0.0-1".into()),
+            serial: Some(1),
+            highest_serial: 2,
+            state: ferry_release::HostState::Ok,
+            step: "idle".into(),
+            updated_at: Some(at(5)),
+            last_change_at: Some(at(600)),
+            agent_version: "0.1.0".into(),
+            heartbeat_s: Some(60),
+            ..Default::default()
+        };
+        match index % 20 {
+            0 => {
+                // Failed the new release and went back.
+                failed += 1;
+                report.state = ferry_release::HostState::RolledBack;
+                report.last_error = Some("health check failed: GET /health answered 500".into());
+                report.last_change_at = Some(after_publish(index));
+                report.bad.push(ferry_release::BadRelease {
+                    version: "2.0.0-1".into(),
+                    sha256: "00".into(),
+                    serial: 2,
+                    reason: "health".into(),
+                    at: at(30),
+                });
+            }
+            1 => {
+                // Silent for two hours: its agent died.
+                silent += 1;
+                report.updated_at = Some(at(7200));
+            }
+            2..=5 => {} // still on 1.0.0-1, its wave not yet open or not polled yet
+            _ => {
+                updated += 1;
+                report.version = Some("2.0.0-1".into());
+                report.serial = Some(2);
+                report.last_change_at = Some(after_publish(index));
+            }
+        }
+        std::fs::write(
+            hosts_dir.join(format!("{host}.json")),
+            serde_json::to_vec(&report).unwrap(),
+        )
+        .unwrap();
+    }
+
+    let mut server = ChildGuard::spawn(
+        ferry
+            .command(&["dashboard", "--store", &store, "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let stdout = server.child().stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("dashboard on http://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_string();
+    let url = format!("http://{address}/");
+    let output = chromium(
+        &dir.join("profile-dom"),
+        &["--virtual-time-budget=10000".into(), "--dump-dom".into(), url.clone()],
+    );
+    let dom = String::from_utf8_lossy(&output.stdout);
+    assert!(dom.contains(r#"data-loaded="yes""#), "the page did not load:\n{dom}");
+    for expected in [
+        r#"data-cells="1000""#.to_string(),
+        format!(r#"data-updated="{updated}""#),
+        format!(r#"data-failed="{failed}""#),
+        format!(r#"data-stale="{silent}""#),
+        format!(r#"data-points="{updated}""#),
+        format!(r#"data-failures="{failed}""#),
+        r#"data-wave="1""#.to_string(),
+        r#"data-wave="2""#.to_string(),
+        "showing 200 of 1000 hosts: failed, stale and pending first".to_string(),
+        "published by ".to_string(),
+    ] {
+        assert!(dom.contains(&expected), "{expected:?} missing in the DOM");
+    }
+    // The release history names both releases and who published them.
+    let releases = &dom[dom.find(r#"class="releases""#).expect("a releases table")..];
+    let releases = &releases[..releases.find("</table>").unwrap()];
+    assert!(releases.contains("2.0.0-1") && releases.contains("1.0.0-1"), "{releases}");
+    assert!(releases.contains('@'), "no publisher in {releases}");
+    // The host table has 200 rows, the failed hosts first.
+    let hosts = &dom[dom.find(r#"class="hosts""#).expect("a host table")..];
+    let hosts = &hosts[..hosts.find("</table>").unwrap()];
+    assert_eq!(hosts.matches("data-host=").count(), 200);
+    let first = hosts.find("data-host=").unwrap();
+    assert!(
+        hosts[first..].starts_with(r#"data-host="host-0000""#),
+        "a failed host should come first: {}",
+        &hosts[first..first + 80]
+    );
+
+    let screenshot = artifacts_dir().join("dashboard-1000.png");
+    let _ = std::fs::remove_file(&screenshot);
+    chromium(
+        &dir.join("profile-screenshot"),
+        &[
+            "--virtual-time-budget=10000".into(),
+            "--hide-scrollbars".into(),
+            "--window-size=1400,1100".into(),
+            format!("--screenshot={}", screenshot.display()),
+            url,
+        ],
+    );
+    let image = std::fs::read(&screenshot).expect("a screenshot");
+    assert!(image.starts_with(b"\x89PNG") && image.len() > 20_000, "{} bytes", image.len());
+    eprintln!("screenshot: {}", screenshot.display());
+}
