@@ -259,16 +259,23 @@ fn dashboard_draws_a_thousand_hosts_readably() {
         published = ferry_release::now_utc();
         let package = publisher.pack(&payload, version, None);
         ferry.ok(&[
-            "publish", "--store", &store, "--app", APP, "--key", &key, "--waves", waves,
+            "publish",
+            "--store",
+            &store,
+            "--app",
+            APP,
+            "--key",
+            &key,
+            "--waves",
+            waves,
             &package.display().to_string(),
         ]);
     }
     // The hosts took (or failed) 2.0.0-1 over the 4 s after it was published.
     std::thread::sleep(Duration::from_secs(5));
     let now = ferry_release::now_utc();
-    let at = |seconds_ago: i64| {
-        ferry_release::format_time(now - time::Duration::seconds(seconds_ago))
-    };
+    let at =
+        |seconds_ago: i64| ferry_release::format_time(now - time::Duration::seconds(seconds_ago));
     let after_publish = |index: usize| {
         ferry_release::format_time(published + time::Duration::seconds(1 + (index % 4) as i64))
     };
@@ -346,10 +353,17 @@ fn dashboard_draws_a_thousand_hosts_readably() {
     let url = format!("http://{address}/");
     let output = chromium(
         &dir.join("profile-dom"),
-        &["--virtual-time-budget=10000".into(), "--dump-dom".into(), url.clone()],
+        &[
+            "--virtual-time-budget=10000".into(),
+            "--dump-dom".into(),
+            url.clone(),
+        ],
     );
     let dom = String::from_utf8_lossy(&output.stdout);
-    assert!(dom.contains(r#"data-loaded="yes""#), "the page did not load:\n{dom}");
+    assert!(
+        dom.contains(r#"data-loaded="yes""#),
+        "the page did not load:\n{dom}"
+    );
     for expected in [
         r#"data-cells="1000""#.to_string(),
         format!(r#"data-updated="{updated}""#),
@@ -367,7 +381,10 @@ fn dashboard_draws_a_thousand_hosts_readably() {
     // The release history names both releases and who published them.
     let releases = &dom[dom.find(r#"class="releases""#).expect("a releases table")..];
     let releases = &releases[..releases.find("</table>").unwrap()];
-    assert!(releases.contains("2.0.0-1") && releases.contains("1.0.0-1"), "{releases}");
+    assert!(
+        releases.contains("2.0.0-1") && releases.contains("1.0.0-1"),
+        "{releases}"
+    );
     assert!(releases.contains('@'), "no publisher in {releases}");
     // The host table has 200 rows, the failed hosts first.
     let hosts = &dom[dom.find(r#"class="hosts""#).expect("a host table")..];
@@ -393,6 +410,10 @@ fn dashboard_draws_a_thousand_hosts_readably() {
         ],
     );
     let image = std::fs::read(&screenshot).expect("a screenshot");
-    assert!(image.starts_with(b"\x89PNG") && image.len() > 20_000, "{} bytes", image.len());
+    assert!(
+        image.starts_with(b"\x89PNG") && image.len() > 20_000,
+        "{} bytes",
+        image.len()
+    );
     eprintln!("screenshot: {}", screenshot.display());
 }

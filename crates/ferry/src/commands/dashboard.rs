@@ -203,7 +203,8 @@ async fn release_history(
     status: &ferry_fleet::FleetStatus,
 ) -> serde_json::Value {
     const SHOWN: usize = 10;
-    let Ok(mut entries) = ferry_store::history(&shared.store, app, &shared.channel, Some(SHOWN)).await
+    let Ok(mut entries) =
+        ferry_store::history(&shared.store, app, &shared.channel, Some(SHOWN)).await
     else {
         return json!([]);
     };
