@@ -208,7 +208,7 @@ async fn release_history(
     else {
         return json!([]);
     };
-    entries.sort_by(|left, right| right.serial.cmp(&left.serial));
+    entries.sort_by_key(|entry| std::cmp::Reverse(entry.serial));
     let current = status.pointer.as_ref().map(|pointer| pointer.serial);
     let mut rows = Vec::new();
     for entry in entries {
