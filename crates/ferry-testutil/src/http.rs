@@ -68,10 +68,28 @@ impl Connection {
         self.get_inner(path).map_err(|e| Failure::from_io(&e))
     }
 
-    fn get_inner(&mut self, path: &str) -> io::Result<Response> {
+    /// Write `GET path` without waiting for the answer ([`Connection::receive`] reads it).
+    pub fn send(&mut self, path: &str) -> Result<(), Failure> {
+        self.send_inner(path).map_err(|e| Failure::from_io(&e))
+    }
+
+    /// Read the response to the request [`Connection::send`] wrote.
+    pub fn receive(&mut self) -> Result<Response, Failure> {
+        self.receive_inner().map_err(|e| Failure::from_io(&e))
+    }
+
+    fn send_inner(&mut self, path: &str) -> io::Result<()> {
         let request =
             format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: ferry-test\r\n\r\n");
-        self.reader.get_mut().write_all(request.as_bytes())?;
+        self.reader.get_mut().write_all(request.as_bytes())
+    }
+
+    fn get_inner(&mut self, path: &str) -> io::Result<Response> {
+        self.send_inner(path)?;
+        self.receive_inner()
+    }
+
+    fn receive_inner(&mut self) -> io::Result<Response> {
         let malformed = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
         let mut line = String::new();
         if self.reader.read_line(&mut line)? == 0 {

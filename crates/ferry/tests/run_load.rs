@@ -306,10 +306,13 @@ fn fifty_reloads_under_load_drop_nothing_and_leak_nothing() {
                 .expect("first answer on the slow connection");
             let old_version = first.body.clone();
             let (finished_at, sequence) = (reloads_finished_at.clone(), sequence.clone());
-            let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+            // Written here, before the reload, so a slow machine cannot let the reload win
+            // the race to the old process; the thread only waits for the answer.
+            connection
+                .send("/slow?ms=4000")
+                .expect("write the slow request");
             slow_request = Some(std::thread::spawn(move || {
-                sent_tx.send(()).unwrap();
-                let response = connection.get("/slow?ms=4000");
+                let response = connection.receive();
                 let answered_at = sequence.fetch_add(1, Ordering::SeqCst) + 1;
                 (
                     old_version,
@@ -318,8 +321,7 @@ fn fifty_reloads_under_load_drop_nothing_and_leak_nothing() {
                     finished_at.load(Ordering::SeqCst),
                 )
             }));
-            sent_rx.recv().unwrap();
-            // The request is written within a moment of that signal; give it one.
+            // Let the old process read it before it is told to drain.
             std::thread::sleep(Duration::from_millis(100));
         }
 
