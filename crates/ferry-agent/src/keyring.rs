@@ -7,12 +7,11 @@
 
 use std::path::PathBuf;
 
-use bytes::Bytes;
 use ferry_release::{Keyring, PointerCheck, TrustedKeys, VerifiedPointer};
 use ferry_store::Store;
 
 use crate::Error;
-use crate::poll::{Polled, pointer_verdict, poll, store_error};
+use crate::poll::{Polled, pointer_verdict, poll_raw, store_error};
 
 /// The keyring side of an agent's trust.
 pub struct KeyringTrust {
@@ -109,26 +108,9 @@ pub async fn poll_pointer_with_keyring(
     flat: &TrustedKeys,
 ) -> Result<Polled<VerifiedPointer>, Error> {
     let path = ferry_release::ChannelPointer::path(app, channel);
-    let fetched = poll(store, &path, known_etag, "channel pointer", |bytes| {
-        Ok(Bytes::copy_from_slice(bytes))
-    })
-    .await?;
-    let (bytes, etag) = match fetched {
-        Polled::Verified { document, etag, .. } => (document, etag),
-        Polled::NotModified => return Ok(Polled::NotModified),
-        Polled::Missing => return Ok(Polled::Missing),
-        Polled::Refused { reason, etag } => return Ok(Polled::Refused { reason, etag }),
-        Polled::Stale {
-            serial,
-            highest_seen,
-            etag,
-        } => {
-            return Ok(Polled::Stale {
-                serial,
-                highest_seen,
-                etag,
-            });
-        }
+    let (bytes, etag) = match poll_raw(store, &path, known_etag).await? {
+        Ok(changed) => changed,
+        Err(answer) => return Ok(answer),
     };
     match keyring.refresh(store, app).await {
         Ok(()) => {}

@@ -103,29 +103,40 @@ pub async fn poll_pointer(
         now: ferry_release::now_utc(),
     };
     let path = ChannelPointer::path(app, channel);
-    let fetched = poll(store, &path, known_etag, "channel pointer", |bytes| {
-        Ok(Bytes::copy_from_slice(bytes))
-    })
-    .await?;
-    Ok(match fetched {
-        Polled::Verified { bytes, etag, .. } => pointer_verdict(
+    Ok(match poll_raw(store, &path, known_etag).await? {
+        Ok((bytes, etag)) => pointer_verdict(
             ferry_release::verify_pointer(&bytes, trusted, &check),
             etag,
             bytes,
         ),
-        Polled::NotModified => Polled::NotModified,
-        Polled::Missing => Polled::Missing,
-        Polled::Stale {
-            serial,
-            highest_seen,
-            etag,
-        } => Polled::Stale {
-            serial,
-            highest_seen,
-            etag,
-        },
-        Polled::Refused { reason, etag } => Polled::Refused { reason, etag },
+        Err(answer) => answer,
     })
+}
+
+/// Fetch a channel pointer for the caller to verify: its bytes and ETag when it changed, or
+/// the answer that already ends the poll (not modified, missing, unreadable).
+pub async fn poll_raw(
+    store: &Store,
+    path: &str,
+    known_etag: Option<&str>,
+) -> Result<Result<(Bytes, Option<String>), Polled<VerifiedPointer>>, Error> {
+    Ok(
+        match poll(store, path, known_etag, "channel pointer", |_| Ok(())).await? {
+            Polled::Verified { bytes, etag, .. } => Ok((bytes, etag)),
+            Polled::NotModified => Err(Polled::NotModified),
+            Polled::Missing => Err(Polled::Missing),
+            Polled::Stale {
+                serial,
+                highest_seen,
+                etag,
+            } => Err(Polled::Stale {
+                serial,
+                highest_seen,
+                etag,
+            }),
+            Polled::Refused { reason, etag } => Err(Polled::Refused { reason, etag }),
+        },
+    )
 }
 
 /// What a pointer's verification means for the poll: accepted, stale (signed but older than

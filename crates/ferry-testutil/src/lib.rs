@@ -184,3 +184,26 @@ pub fn apt_download(dir: &Path, packages: &[&str]) -> Result<(), String> {
     }
     Err(String::from_utf8_lossy(&output.stderr).into_owned())
 }
+
+/// The bodies of a Markdown file's fenced blocks whose opening line is exactly
+/// ```` ```INFO ```` (`sh runnable`, `yaml`), in order: for tests that run what the docs show.
+pub fn fenced_blocks(markdown: &str, info: &str) -> Vec<String> {
+    let opening = format!("```{info}");
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match (&mut current, line.trim()) {
+            (None, trimmed) if trimmed == opening => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}

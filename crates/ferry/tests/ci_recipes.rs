@@ -21,26 +21,6 @@ struct Step {
     environment: Vec<(String, String)>,
 }
 
-fn yaml_blocks(markdown: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in markdown.lines() {
-        match (&mut current, line.trim_start()) {
-            (None, "```yaml") => current = Some(String::new()),
-            (Some(block), "```") => {
-                blocks.push(std::mem::take(block));
-                current = None;
-            }
-            (Some(block), _) => {
-                block.push_str(line);
-                block.push('\n');
-            }
-            (None, _) => {}
-        }
-    }
-    blocks
-}
-
 fn variables(yaml: &Yaml) -> Vec<(String, String)> {
     yaml.as_hash()
         .map(|hash| {
@@ -123,7 +103,7 @@ fn the_ci_recipes_deploy_as_written() {
     let markdown =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/ci.md"))
             .unwrap();
-    let blocks = yaml_blocks(&markdown);
+    let blocks = ferry_testutil::fenced_blocks(&markdown, "yaml");
     assert_eq!(blocks.len(), 2, "docs/ci.md should hold two YAML recipes");
     let github = &YamlLoader::load_from_str(&blocks[0]).expect("the GitHub recipe parses")[0];
     let gitlab = &YamlLoader::load_from_str(&blocks[1]).expect("the GitLab recipe parses")[0];

@@ -8,32 +8,12 @@ use std::time::Duration;
 use ferry_testutil::Dir;
 use ferry_testutil::fleet::run_bounded;
 
-fn runnable_blocks(markdown: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in markdown.lines() {
-        match (&mut current, line.trim()) {
-            (None, "```sh runnable") => current = Some(String::new()),
-            (Some(block), "```") => {
-                blocks.push(std::mem::take(block));
-                current = None;
-            }
-            (Some(block), _) => {
-                block.push_str(line);
-                block.push('\n');
-            }
-            (None, _) => {}
-        }
-    }
-    blocks
-}
-
 #[test]
 fn the_readme_runnable_blocks_succeed_as_written() {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
             .unwrap();
-    let blocks = runnable_blocks(&readme);
+    let blocks = ferry_testutil::fenced_blocks(&readme, "sh runnable");
     assert!(!blocks.is_empty(), "README.md has no ```sh runnable blocks");
     let bin = Path::new(env!("CARGO_BIN_EXE_ferry")).parent().unwrap();
     for (index, block) in blocks.iter().enumerate() {

@@ -50,7 +50,13 @@ struct Shared {
     /// The apps found by the last listing and when: listing `apps/` walks every history
     /// entry too, so it is redone at most every APPS_REFRESH, not on every page refresh.
     apps: tokio::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
+    /// Who published each release, by app and version: release documents never change, so
+    /// each is read once, not on every page refresh.
+    provenance: tokio::sync::Mutex<ProvenanceCache>,
 }
+
+type ProvenanceCache =
+    std::collections::HashMap<(String, String), Option<ferry_release::Provenance>>;
 
 /// How long a discovered list of apps is reused.
 const APPS_REFRESH: Duration = Duration::from_secs(30);
@@ -65,6 +71,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         stale_after: args.stale_after,
         page: PAGE.replace("__REFRESH_MS__", &refresh_ms.to_string()),
         apps: tokio::sync::Mutex::new(None),
+        provenance: Default::default(),
     });
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -212,11 +219,25 @@ async fn release_history(
     let current = status.pointer.as_ref().map(|pointer| pointer.serial);
     let mut rows = Vec::new();
     for entry in entries {
-        let provenance = ferry_store::read_release_document(&shared.store, app, &entry.version)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|release| release.provenance);
+        let key = (app.to_owned(), entry.version.clone());
+        let known = shared.provenance.lock().await.get(&key).cloned();
+        let provenance = match known {
+            Some(known) => known,
+            None => {
+                let read =
+                    ferry_store::read_release_document(&shared.store, app, &entry.version).await;
+                let found = read
+                    .as_ref()
+                    .ok()
+                    .and_then(Option::as_ref)
+                    .and_then(|release| release.provenance.clone());
+                // Only an answer is kept; a failed read is tried again next time.
+                if read.is_ok() {
+                    shared.provenance.lock().await.insert(key, found.clone());
+                }
+                found
+            }
+        };
         rows.push(json!({
             "serial": entry.serial,
             "version": entry.version,
