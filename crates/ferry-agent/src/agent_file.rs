@@ -110,6 +110,28 @@ pub struct AgentFile {
     /// The agent updating itself from ferry's own channel (see docs/provisioning.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub self_update: Option<SelfUpdateFile>,
+    /// When installs may happen, e.g. `["Mon-Fri 02:00-05:00 Europe/Berlin"]` (default: any
+    /// time). Outside every window a release is downloaded and verified, then waits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub window: Vec<String>,
+    /// `"now"` (default) or `"on-reboot"`: install a new release only at the first cycle
+    /// after the host boots again, for services that must not be restarted while up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apply: Option<String>,
+    /// A file the application locks (flock) while it must not be restarted; the agent waits
+    /// for it before installing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_lock: Option<PathBuf>,
+    /// How long to wait for the update lock (default `10m`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_lock_timeout: Option<String>,
+    /// After that: `"skip"` (default; try again at the next poll) or `"proceed"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_lock_expired: Option<String>,
+    /// Several apps served by this one agent: the `[[app]]` tables, each with the keys of a
+    /// single-app file; the keys at the top are defaults every app inherits.
+    #[serde(skip)]
+    pub apps: Vec<AgentFile>,
 }
 
 /// `[config]`: config bundles.
@@ -283,18 +305,100 @@ impl AgentFile {
     /// The file as TOML text: the one writer of agent files (cloud-init, the quickstart and
     /// the test fleets build an `AgentFile` and call this; no hand-built TOML).
     pub fn to_toml(&self) -> Result<String, Error> {
-        toml::to_string(self).map_err(|error| Error::Config {
+        let error = |error: toml::ser::Error| Error::Config {
             path: PathBuf::from("agent.toml"),
             message: format!("cannot write the agent file: {error}"),
-        })
+        };
+        if self.apps.is_empty() {
+            return toml::to_string(self).map_err(error);
+        }
+        let mut table = toml::Table::try_from(self).map_err(error)?;
+        let apps = self
+            .apps
+            .iter()
+            .map(|app| toml::Table::try_from(app).map(toml::Value::Table))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(error)?;
+        table.insert("app".into(), toml::Value::Array(apps));
+        toml::to_string(&table).map_err(error)
     }
 
-    /// Parse the TOML text of an agent file; `origin` names it in errors.
+    /// Parse the TOML text of an agent file; `origin` names it in errors. `app` is either
+    /// the app's name (a single-app file) or a list of `[[app]]` tables.
     pub fn parse(text: &str, origin: &Path) -> Result<AgentFile, Error> {
-        toml::from_str(text).map_err(|source| Error::Config {
+        let error = |message: String| Error::Config {
             path: origin.to_path_buf(),
-            message: source.to_string(),
-        })
+            message,
+        };
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|source| error(source.to_string()))?;
+        let Some(toml::Value::Array(items)) = table.remove("app") else {
+            // Parsed again as the typed file, for errors that point at the line.
+            return toml::from_str(text).map_err(|source| error(source.to_string()));
+        };
+        let mut file: AgentFile =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|source: toml::de::Error| {
+                    error(format!("at the top: {}", source.message()))
+                })?;
+        for (index, item) in items.into_iter().enumerate() {
+            let name = item.get("app").and_then(toml::Value::as_str).map_or_else(
+                || format!("number {}", index + 1),
+                |name| format!("{name:?}"),
+            );
+            let app: AgentFile = item.try_into().map_err(|source: toml::de::Error| {
+                error(format!("in the [[app]] table {name}: {}", source.message()))
+            })?;
+            file.apps.push(app);
+        }
+        Ok(file)
+    }
+
+    /// This `[[app]]` table with every key it leaves out taken from the top of the file.
+    /// `[self-update]` is not inherited: it belongs to the agent, not to an app.
+    pub fn inherit(mut self, top: &AgentFile) -> AgentFile {
+        macro_rules! inherit {
+            ($($field:ident),*) => {
+                $(if self.$field.is_none() { self.$field = top.$field.clone(); })*
+            };
+        }
+        inherit!(
+            store,
+            report_store,
+            s3_endpoint,
+            channel,
+            interval,
+            jitter,
+            backoff_max,
+            heartbeat,
+            state_dir,
+            host_id,
+            architecture,
+            report,
+            report_shards,
+            keep_artifacts,
+            install,
+            restart,
+            health,
+            config,
+            apply,
+            update_lock,
+            update_lock_timeout,
+            update_lock_expired
+        );
+        for (mine, theirs) in [
+            (&mut self.trust, &top.trust),
+            (&mut self.trust_root, &top.trust_root),
+        ] {
+            if mine.is_empty() {
+                mine.clone_from(theirs);
+            }
+        }
+        if self.window.is_empty() {
+            self.window.clone_from(&top.window);
+        }
+        self
     }
 
     /// Read and parse an agent file.

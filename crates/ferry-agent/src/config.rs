@@ -37,6 +37,19 @@ pub struct Overrides {
     pub host_id: Option<String>,
     /// `FERRY_ARCHITECTURE`.
     pub architecture: Option<String>,
+    /// `FERRY_BOOT_ID`: this boot's id (default: the kernel's
+    /// `/proc/sys/kernel/random/boot_id`), which `apply = "on-reboot"` compares.
+    pub boot_id: Option<String>,
+}
+
+/// When a verified release is installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Apply {
+    /// As soon as its wave, the window and the update lock allow.
+    #[default]
+    Now,
+    /// At the first cycle after the host boots again.
+    OnReboot,
 }
 
 /// The resolved configuration.
@@ -88,6 +101,14 @@ pub struct Settings {
     pub config: Option<crate::config_bundle::ConfigSettings>,
     /// Self-update, when `[self-update]` is set.
     pub self_update: Option<crate::self_update::SelfUpdateSettings>,
+    /// Update windows (empty: any time).
+    pub window: crate::window::Windows,
+    /// Install now, or at the next boot.
+    pub apply: Apply,
+    /// The application's update lock, when `update-lock` is set.
+    pub update_lock: Option<crate::update_lock::UpdateLock>,
+    /// This boot's id (for `apply = "on-reboot"`).
+    pub boot_id: String,
 }
 
 fn config_error(path: &Path, message: impl Into<String>) -> Error {
@@ -183,7 +204,115 @@ fn valid_name(text: &str) -> bool {
     ferry_release::check_name(text).is_ok()
 }
 
+/// Where the kernel says which boot this is.
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
 impl Settings {
+    /// Resolve a file into the settings of every app it holds: one for a single-app file,
+    /// one per `[[app]]` table otherwise (each table's keys over the top-level ones).
+    /// `FERRY_APP` and `FERRY_CHANNEL` name one app, so they apply only to a single-app file.
+    pub fn resolve_all(
+        mut file: AgentFile,
+        overrides: Overrides,
+        origin: &Path,
+        machine_id: &Path,
+    ) -> Result<Vec<Settings>, Error> {
+        if file.apps.is_empty() {
+            return Ok(vec![Settings::resolve(
+                file, overrides, origin, machine_id,
+            )?]);
+        }
+        if file.app.is_some() {
+            return Err(config_error(
+                origin,
+                "`app` names an app at the top and there are [[app]] tables too; move it into its own [[app]] table",
+            ));
+        }
+        if overrides.app.is_some() || overrides.channel.is_some() {
+            return Err(config_error(
+                origin,
+                "FERRY_APP or FERRY_CHANNEL is set, but this file serves several apps ([[app]] tables); unset them and set `app`/`channel` in each table",
+            ));
+        }
+        let apps = std::mem::take(&mut file.apps);
+        let self_update = file.self_update.take();
+        let mut all: Vec<Settings> = Vec::with_capacity(apps.len());
+        for (index, app) in apps.into_iter().enumerate() {
+            let name = app
+                .app
+                .clone()
+                .unwrap_or_else(|| format!("number {}", index + 1));
+            let in_table = |error: Error| match error {
+                Error::Config { path, message } => Error::Config {
+                    path,
+                    message: format!("in the [[app]] table {name:?}: {message}"),
+                },
+                other => other,
+            };
+            if app.self_update.is_some() {
+                return Err(in_table(config_error(
+                    origin,
+                    "[self-update] updates the agent itself: put it at the top of the file, not in an [[app]] table",
+                )));
+            }
+            let explicit_cache = app.cache_dir.is_some();
+            let mut merged = app.inherit(&file);
+            // Each app prunes its own cache, so by default each gets a directory of its own.
+            if !explicit_cache {
+                let state_dir = overrides
+                    .state_dir
+                    .clone()
+                    .or(merged.state_dir.clone())
+                    .unwrap_or_else(|| PathBuf::from("/var/lib/ferry"));
+                let base = overrides
+                    .cache_dir
+                    .clone()
+                    .or(file.cache_dir.clone())
+                    .unwrap_or_else(|| state_dir.join("cache"));
+                let channel = merged.channel.clone().unwrap_or_else(|| "stable".into());
+                let app_name = merged.app.clone().unwrap_or_default();
+                merged.cache_dir = Some(base.join(format!("{app_name}.{channel}")));
+            }
+            if index == 0 {
+                merged.self_update = self_update.clone();
+            }
+            let overrides = Overrides {
+                cache_dir: None,
+                ..overrides.clone()
+            };
+            let settings =
+                Settings::resolve(merged, overrides, origin, machine_id).map_err(in_table)?;
+            if let Some(other) = all
+                .iter()
+                .find(|other| other.app == settings.app && other.channel == settings.channel)
+            {
+                return Err(config_error(
+                    origin,
+                    format!(
+                        "two [[app]] tables follow {}/{}; one agent serves each app and channel once",
+                        other.app, other.channel
+                    ),
+                ));
+            }
+            if let Some(other) = all
+                .iter()
+                .find(|other| other.cache_dir == settings.cache_dir)
+            {
+                return Err(config_error(
+                    origin,
+                    format!(
+                        "apps {} and {} share `cache-dir` {}; each app prunes its own cache, so give each its own",
+                        other.app,
+                        settings.app,
+                        settings.cache_dir.display()
+                    ),
+                ));
+            }
+            all.push(settings);
+        }
+        Ok(all)
+    }
+
     /// Resolve a file plus overrides into settings. `origin` names the file in errors;
     /// `machine_id` is where the host id is read when neither the file nor the overrides set it.
     pub fn resolve(
@@ -411,7 +540,76 @@ impl Settings {
             }
             None => None,
         };
+        let window = crate::window::Windows::parse(&file.window)
+            .map_err(|error| config_error(origin, format!("`window` {error}")))?;
+        let apply = match file.apply.as_deref() {
+            None | Some("now") => Apply::Now,
+            Some("on-reboot") => Apply::OnReboot,
+            Some(other) => {
+                return Err(config_error(
+                    origin,
+                    format!("`apply` = {other:?} is unknown; use \"now\" or \"on-reboot\""),
+                ));
+            }
+        };
+        let update_lock = match file.update_lock {
+            Some(path) => {
+                if !path.is_absolute() {
+                    return Err(config_error(
+                        origin,
+                        format!("`update-lock` = {:?} must be an absolute path", path),
+                    ));
+                }
+                let expired = match file.update_lock_expired.as_deref() {
+                    None | Some("skip") => crate::update_lock::Expired::Skip,
+                    Some("proceed") => crate::update_lock::Expired::Proceed,
+                    Some(other) => {
+                        return Err(config_error(
+                            origin,
+                            format!(
+                                "`update-lock-expired` = {other:?} is unknown; use \"skip\" (try again at the next poll) or \"proceed\""
+                            ),
+                        ));
+                    }
+                };
+                Some(crate::update_lock::UpdateLock {
+                    path,
+                    timeout: duration_or(
+                        file.update_lock_timeout.as_ref(),
+                        "update-lock-timeout",
+                        Duration::from_secs(600),
+                        origin,
+                    )?,
+                    expired,
+                })
+            }
+            None if file.update_lock_timeout.is_some() || file.update_lock_expired.is_some() => {
+                return Err(config_error(
+                    origin,
+                    "`update-lock-timeout` and `update-lock-expired` need `update-lock` = \"/run/APP/update.lock\"",
+                ));
+            }
+            None => None,
+        };
+        let boot_id = match overrides.boot_id {
+            Some(id) => id,
+            None => ferry_release::read_local_text(Path::new(BOOT_ID), 256)
+                .map(|text| text.trim().to_owned())
+                .unwrap_or_default(),
+        };
+        if apply == Apply::OnReboot && boot_id.is_empty() {
+            return Err(config_error(
+                origin,
+                format!(
+                    "`apply` = \"on-reboot\" needs this boot's id, and {BOOT_ID} cannot be read; set FERRY_BOOT_ID"
+                ),
+            ));
+        }
         Ok(Settings {
+            window,
+            apply,
+            update_lock,
+            boot_id,
             config,
             self_update,
             store,

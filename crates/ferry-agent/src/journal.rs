@@ -131,6 +131,24 @@ pub struct State {
     /// How the last release was fetched (patch or full, bytes).
     #[serde(default)]
     pub last_download: Option<ferry_release::DownloadRecord>,
+    /// Why the published release is not installed yet (a wave, a window, the update lock,
+    /// the next boot), while it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// `apply = "on-reboot"`: the release waiting for the next boot, and the boot it was
+    /// first seen in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_boot: Option<PendingBoot>,
+}
+
+/// A release seen while `apply = "on-reboot"`: installed once the boot id differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PendingBoot {
+    /// The artifact's SHA-256.
+    pub sha256: String,
+    /// The boot it was first seen in.
+    pub boot_id: String,
 }
 
 /// A journal is a few KiB; a larger file is not one of ours.
@@ -156,6 +174,8 @@ impl State {
             outcome: None,
             last_change_at: None,
             last_download: None,
+            waiting: None,
+            pending_boot: None,
         }
     }
 

@@ -11,6 +11,8 @@
 //!   [`health`]: one step each, each owning its settings type (`Install`, `Restart`, `Health`);
 //! - [`journal`]: the crash-safe state files (one JSON reader/writer for all three),
 //!   [`floor`]: the signed copies of the serial floor kept outside the journal;
+//! - [`window`], [`update_lock`]: when an install may happen (update windows, the
+//!   application's lock, the operator's hold);
 //! - [`report`]: the host report; [`metrics`], [`backoff`], [`fault`], [`fsutil`].
 //!
 //! No module imports another that imports it back.
@@ -37,7 +39,9 @@ pub mod report;
 pub mod restart;
 pub mod self_update;
 mod space;
+pub mod update_lock;
+pub mod window;
 
-pub use agent::{Agent, Outcome, RunOptions, StatusReport, run};
-pub use config::{AgentFile, Overrides, Settings};
+pub use agent::{Agent, AppRun, Outcome, RunOptions, StatusReport, run, run_apps};
+pub use config::{AgentFile, Apply, Overrides, Settings};
 pub use error::Error;

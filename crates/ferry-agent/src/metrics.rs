@@ -64,98 +64,122 @@ impl Metrics {
 
     /// The Prometheus text exposition of the counters.
     pub fn render(&self, app: &str, channel: &str) -> String {
-        let labels = format!("app=\"{app}\",channel=\"{channel}\"");
-        let mut out = String::new();
-        for (name, kind, help, value) in [
-            (
-                "ferry_agent_polls_total",
-                "counter",
-                "Channel pointer polls.",
-                &self.polls,
-            ),
-            (
-                "ferry_agent_not_modified_total",
-                "counter",
-                "Polls answered not modified.",
-                &self.not_modified,
-            ),
-            (
-                "ferry_agent_errors_total",
-                "counter",
-                "Cycles that failed.",
-                &self.errors,
-            ),
-            (
-                "ferry_agent_installs_total",
-                "counter",
-                "Releases installed and committed.",
-                &self.installs,
-            ),
-            (
-                "ferry_agent_rollbacks_total",
-                "counter",
-                "Automatic rollbacks after a failed update.",
-                &self.rollbacks,
-            ),
-            (
-                "ferry_agent_refused_total",
-                "counter",
-                "Pointers or artifacts refused by verification.",
-                &self.refused,
-            ),
-            (
-                "ferry_agent_stale_pointers_total",
-                "counter",
-                "Signed pointers older than one already accepted (a cache behind, or a replay), ignored.",
-                &self.stale_pointers,
-            ),
-            (
-                "ferry_agent_download_bytes_total",
-                "counter",
-                "Bytes fetched from the store for releases (patches or whole packages).",
-                &self.download_bytes,
-            ),
-            (
-                "ferry_agent_download_full_bytes_total",
-                "counter",
-                "Whole-package size of the releases fetched (the cost without patches).",
-                &self.download_full_bytes,
-            ),
-            (
-                "ferry_agent_patched_total",
-                "counter",
-                "Releases rebuilt from a patch and verified.",
-                &self.patched,
-            ),
-            (
-                "ferry_agent_patch_fallbacks_total",
-                "counter",
-                "Patches that failed, so the whole package was downloaded.",
-                &self.patch_fallbacks,
-            ),
-            (
-                "ferry_agent_current_serial",
-                "gauge",
-                "Serial of the committed release.",
-                &self.current_serial,
-            ),
-        ] {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{labels}}} {}\n",
-                value.load(Ordering::Relaxed)
-            ));
-        }
-        out
+        render_all(&[(app, channel, self)])
     }
 }
 
-/// Serve the metrics on `listener` until the task is dropped.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: std::sync::Arc<Metrics>,
-    app: String,
-    channel: String,
-) {
+/// One app's counters as served: labelled with its app and channel.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The app.
+    pub app: String,
+    /// Its channel.
+    pub channel: String,
+    /// Its counters.
+    pub metrics: std::sync::Arc<Metrics>,
+}
+
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Metrics) -> &AtomicU64,
+);
+
+/// Every series: name, type, help, and the counter it reads.
+const SERIES: [Series; 12] = [
+    (
+        "ferry_agent_polls_total",
+        "counter",
+        "Channel pointer polls.",
+        |m| &m.polls,
+    ),
+    (
+        "ferry_agent_not_modified_total",
+        "counter",
+        "Polls answered not modified.",
+        |m| &m.not_modified,
+    ),
+    (
+        "ferry_agent_errors_total",
+        "counter",
+        "Cycles that failed.",
+        |m| &m.errors,
+    ),
+    (
+        "ferry_agent_installs_total",
+        "counter",
+        "Releases installed and committed.",
+        |m| &m.installs,
+    ),
+    (
+        "ferry_agent_rollbacks_total",
+        "counter",
+        "Automatic rollbacks after a failed update.",
+        |m| &m.rollbacks,
+    ),
+    (
+        "ferry_agent_refused_total",
+        "counter",
+        "Pointers or artifacts refused by verification.",
+        |m| &m.refused,
+    ),
+    (
+        "ferry_agent_stale_pointers_total",
+        "counter",
+        "Signed pointers older than one already accepted (a cache behind, or a replay), ignored.",
+        |m| &m.stale_pointers,
+    ),
+    (
+        "ferry_agent_download_bytes_total",
+        "counter",
+        "Bytes fetched from the store for releases (patches or whole packages).",
+        |m| &m.download_bytes,
+    ),
+    (
+        "ferry_agent_download_full_bytes_total",
+        "counter",
+        "Whole-package size of the releases fetched (the cost without patches).",
+        |m| &m.download_full_bytes,
+    ),
+    (
+        "ferry_agent_patched_total",
+        "counter",
+        "Releases rebuilt from a patch and verified.",
+        |m| &m.patched,
+    ),
+    (
+        "ferry_agent_patch_fallbacks_total",
+        "counter",
+        "Patches that failed, so the whole package was downloaded.",
+        |m| &m.patch_fallbacks,
+    ),
+    (
+        "ferry_agent_current_serial",
+        "gauge",
+        "Serial of the committed release.",
+        |m| &m.current_serial,
+    ),
+];
+
+/// The Prometheus text of several apps' counters (app, channel, counters): each series
+/// once, a line per app.
+pub fn render_all(targets: &[(&str, &str, &Metrics)]) -> String {
+    let mut out = String::new();
+    for (name, kind, help, field) in SERIES {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (app, channel, metrics) in targets {
+            out.push_str(&format!(
+                "{name}{{app=\"{app}\",channel=\"{channel}\"}} {}\n",
+                field(metrics).load(Ordering::Relaxed)
+            ));
+        }
+    }
+    out
+}
+
+/// Serve the metrics of `targets` (one per app) on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, targets: Vec<Target>) {
     loop {
         let mut socket = match listener.accept().await {
             Ok((socket, _)) => socket,
@@ -166,7 +190,18 @@ pub async fn serve(
                 continue;
             }
         };
-        let body = metrics.render(&app, &channel);
+        let body = render_all(
+            &targets
+                .iter()
+                .map(|target| {
+                    (
+                        target.app.as_str(),
+                        target.channel.as_str(),
+                        &*target.metrics,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
         tokio::spawn(async move {
             // Read the request head (bounded) before answering: closing a socket with unread
             // bytes makes the kernel reset the connection and the client lose the answer.
@@ -203,7 +238,22 @@ mod tests {
         metrics.current_serial.store(7, Ordering::Relaxed);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, metrics, "hello".into(), "stable".into()));
+        let other = std::sync::Arc::new(Metrics::default());
+        tokio::spawn(serve(
+            listener,
+            vec![
+                Target {
+                    app: "hello".into(),
+                    channel: "stable".into(),
+                    metrics,
+                },
+                Target {
+                    app: "worker".into(),
+                    channel: "stable".into(),
+                    metrics: other,
+                },
+            ],
+        ));
         let (status, body) = crate::health::http_get(&format!("http://{address}/metrics"))
             .await
             .unwrap();
@@ -216,6 +266,16 @@ mod tests {
         assert!(
             body.contains("ferry_agent_current_serial{app=\"hello\",channel=\"stable\"} 7"),
             "{body}"
+        );
+        assert!(
+            body.contains("ferry_agent_polls_total{app=\"worker\",channel=\"stable\"} 0"),
+            "{body}"
+        );
+        assert_eq!(
+            body.matches("# TYPE ferry_agent_polls_total counter")
+                .count(),
+            1,
+            "one TYPE line per series: {body}"
         );
     }
 }

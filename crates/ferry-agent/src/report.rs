@@ -41,6 +41,13 @@ pub fn status_report(settings: &Settings, state: &State) -> StatusReport {
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         heartbeat_s: settings.heartbeat.map(|every| every.as_secs().max(1)),
         last_download: state.last_download.clone(),
+        waiting: state.waiting.clone(),
+        held: crate::update_lock::Hold::read(&crate::update_lock::Hold::path(
+            &settings.state_dir,
+            &settings.app,
+            &settings.channel,
+        ))
+        .map(|hold| hold.describe()),
     }
 }
 

@@ -80,6 +80,13 @@ pub struct HostRow {
     /// When its state last changed (RFC 3339): when it took, or failed, what it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_change: Option<String>,
+    /// Why it has not installed the published release yet (its wave, its update window,
+    /// the application's update lock, the next boot), as the host said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// Set while an operator holds its updates (`ferry agent hold`): who, since when, why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 /// Hosts per version.
@@ -131,6 +138,9 @@ pub struct Totals {
     pub pending: usize,
     /// Flagged stale.
     pub stale: usize,
+    /// Held by an operator (`ferry agent hold`).
+    #[serde(default)]
+    pub held: usize,
     /// Reports that could not be read (or name another channel) and were left out.
     pub ignored_reports: usize,
 }
@@ -240,6 +250,8 @@ pub fn summarize(
                 failed_current,
                 stale,
                 last_change: report.last_change_at.clone(),
+                waiting: report.waiting.clone(),
+                held: report.held.clone(),
             }
         })
         .collect();
@@ -316,6 +328,7 @@ pub fn summarize(
         failed,
         pending: hosts.len() - updated - failed,
         stale: hosts.iter().filter(|host| host.stale).count(),
+        held: hosts.iter().filter(|host| host.held.is_some()).count(),
         ignored_reports,
     };
     FleetStatus {
@@ -479,6 +492,7 @@ mod tests {
             },
             rollout: Rollout::parse(waves).unwrap(),
             paused,
+            urgent: false,
             published_at: at(0),
             expires_at: None,
         }

@@ -161,6 +161,7 @@ mod tests {
             },
             rollout: Default::default(),
             paused,
+            urgent: false,
             published_at: ferry_release::now_utc(),
             expires_at: None,
         };

@@ -166,6 +166,12 @@ pub struct ChannelPointer {
     /// When true, agents take no new update from this pointer.
     #[serde(default)]
     pub paused: bool,
+    /// When true (`ferry publish --urgent`, a security fix), agents install it even outside
+    /// their update windows. Written only when set, so other pointers read as before; an
+    /// agent older than this field refuses an urgent pointer (unknown field), never
+    /// installs it silently.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub urgent: bool,
     /// When this pointer state was written.
     #[serde(with = "time::serde::rfc3339")]
     pub published_at: OffsetDateTime,

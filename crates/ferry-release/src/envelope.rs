@@ -376,6 +376,7 @@ mod tests {
             },
             rollout: Rollout::default(),
             paused: false,
+            urgent: false,
             published_at: crate::now_utc(),
             expires_at: None,
         }

@@ -162,6 +162,14 @@ pub struct HostReport {
     /// How the last release was fetched (absent in reports of older agents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_download: Option<DownloadRecord>,
+    /// Why a published release is not installed yet, when it waits (its rollout wave, the
+    /// update window, the application's update lock, the next boot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// Set while an operator holds updates of this app on this host (`ferry agent hold`):
+    /// who, since when, why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 fn default_schema() -> u32 {
@@ -290,6 +298,8 @@ mod tests {
             agent_version: "0.1.0".into(),
             heartbeat_s: None,
             last_download: None,
+            waiting: None,
+            held: None,
         };
         let text = serde_json::to_string(&report).unwrap();
         assert!(text.contains(r#""state":"rolled-back""#), "{text}");

@@ -205,6 +205,7 @@ mod tests {
             },
             rollout: Rollout::default(),
             paused: false,
+            urgent: false,
             published_at: ferry_release::now_utc(),
             expires_at: None,
         };

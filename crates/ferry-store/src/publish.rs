@@ -52,6 +52,8 @@ pub struct PublishOptions {
     pub single_publisher: bool,
     /// Who, from what, with which ferry: written into the release document.
     pub provenance: Option<ferry_release::Provenance>,
+    /// Mark the pointer urgent: agents install it even outside their update windows.
+    pub urgent: bool,
 }
 
 /// One artifact in a plan.
@@ -387,6 +389,7 @@ impl PublishPlan {
             release: self.release.reference(),
             rollout: self.options.rollout.clone(),
             paused: false,
+            urgent: self.options.urgent,
             published_at: ferry_release::now_utc(),
             expires_at: self.options.expires_at,
         };
@@ -469,6 +472,7 @@ pub(crate) async fn repoint(
                 release: release.clone(),
                 rollout: options.rollout.clone(),
                 paused: false,
+                urgent: options.urgent,
                 published_at: ferry_release::now_utc(),
                 expires_at: options.expires_at,
             })
@@ -641,6 +645,7 @@ pub async fn rollback_channel(
         expires_at: None,
         single_publisher,
         provenance: None,
+        urgent: false,
     };
     let advanced = repoint_channel(store, signer, &options, release).await?;
     Ok((current.release.version, advanced))

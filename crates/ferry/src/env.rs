@@ -31,6 +31,8 @@ pub const FERRY_CACHE_DIR: &str = "FERRY_CACHE_DIR";
 pub const FERRY_HOST_ID: &str = "FERRY_HOST_ID";
 /// The Debian architecture the agent installs (`architecture`).
 pub const FERRY_ARCHITECTURE: &str = "FERRY_ARCHITECTURE";
+/// This boot's id, which `apply = "on-reboot"` compares (default: the kernel's boot_id).
+pub const FERRY_BOOT_ID: &str = "FERRY_BOOT_ID";
 /// systemd's notify socket for `Type=notify` units: `ferry run` forwards `READY=1` there once
 /// the first process is ready (and never passes it on to the app, which gets its own).
 pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";

@@ -342,6 +342,82 @@ fn agent_deb_url_with_sha256_is_valid_and_pinned() {
 }
 
 #[test]
+fn a_multi_app_agent_file_is_written_with_the_flags_store_and_keys() {
+    let dir = Dir::new("ferry-cloud-init-apps");
+    ok(ferry().arg("keygen").arg(dir.join("release")));
+    let agent = dir.write(
+        "apps.toml",
+        "interval = \"30s\"\n\
+         [[app]]\napp = \"web\"\n[app.install]\nmethod = \"unpack\"\nroot = \"/srv/web\"\n\
+         [[app]]\napp = \"vision\"\nwindow = [\"Mon-Fri 02:00-05:00 UTC\"]\nupdate-lock = \"/run/vision/update.lock\"\n\
+         [app.install]\nmethod = \"dpkg\"\n",
+    );
+    let output = ok(ferry()
+        .args([
+            "cloud-init",
+            "--store",
+            "s3://fleet-bucket/ferry",
+            "--app",
+            "web",
+        ])
+        .arg("--trust")
+        .arg(dir.join("release.pub"))
+        .args(["--agent-deb", "https://downloads.example/ferry.deb"])
+        .args(["--agent-deb-sha256", &"cd".repeat(32)])
+        .arg("--agent-config")
+        .arg(&agent));
+    let user_data = dir.write("user-data.yaml", &output.stdout);
+    cloud_init_schema(&user_data);
+    let document = parse_yaml(&user_data);
+    let config = document["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|file| file["path"] == "/etc/ferry/agent.toml")
+        .unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let file = ferry_agent::AgentFile::parse(&config, Path::new("agent.toml")).unwrap();
+    assert_eq!(file.store.as_deref(), Some("s3://fleet-bucket/ferry"));
+    assert_eq!(file.trust.len(), 1, "the --trust key: {config}");
+    assert!(file.trust[0].starts_with("/etc/ferry/trusted"), "{config}");
+    let apps: Vec<_> = file
+        .apps
+        .iter()
+        .map(|app| app.app.clone().unwrap())
+        .collect();
+    assert_eq!(apps, ["web", "vision"], "{config}");
+    assert_eq!(file.apps[1].window, ["Mon-Fri 02:00-05:00 UTC"]);
+
+    // A bad file is refused before anything is printed, naming the table.
+    let bad = dir.write(
+        "bad.toml",
+        "[[app]]\napp = \"web\"\nwindow = [\"Someday 02:00-05:00\"]\n[app.install]\nmethod = \"dpkg\"\n",
+    );
+    let refused = fails(
+        ferry()
+            .args([
+                "cloud-init",
+                "--store",
+                "s3://fleet-bucket/ferry",
+                "--app",
+                "web",
+            ])
+            .arg("--trust")
+            .arg(dir.join("release.pub"))
+            .args(["--agent-deb", "https://downloads.example/ferry.deb"])
+            .args(["--agent-deb-sha256", &"cd".repeat(32)])
+            .arg("--agent-config")
+            .arg(&bad),
+    );
+    assert!(
+        refused.contains("bad.toml is not a valid agent file") && refused.contains("not a day"),
+        "{refused}"
+    );
+}
+
+#[test]
 fn bad_flags_and_stores_are_refused_with_a_reason() {
     let dir = Dir::new("ferry-cloud-init-errors");
     ok(ferry().arg("keygen").arg(dir.join("release")));

@@ -8,6 +8,9 @@
 //!   `GET /slow?ms=N` → waits N ms, then answers like `/`; `GET /env/NAME` → the value of
 //!   the environment variable `HELLO_<NAME>` + "\n" (404 when unset), so tests can see
 //!   configuration a config bundle delivered (only `HELLO_*` variables are shown);
+//!   `GET /job?ms=N` → like `/slow`, holding a shared flock on the file `HELLO_UPDATE_LOCK`
+//!   names for the whole wait: the update lock ferry's agent waits for before a swap
+//!   (`update-lock` in agent.toml); 500 when the variable is unset;
 //! - version: `HELLO_VERSION`, else `<exe dir>/../share/hello-service/version`, else the
 //!   crate version; mode: `HELLO_MODE`, else `<exe dir>/../share/hello-service/mode`, else
 //!   `normal` (`crash`, `fail-ready`, `unhealthy`);
@@ -225,14 +228,30 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Full<Byt
             Mode::FailReady => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned()),
             Mode::Unhealthy => (StatusCode::INTERNAL_SERVER_ERROR, "unhealthy\n".to_owned()),
         },
+        "/job" => {
+            let milliseconds = query_milliseconds(&request);
+            match (milliseconds, std::env::var_os("HELLO_UPDATE_LOCK")) {
+                (Some(milliseconds), Some(path)) => match UpdateLock::take(&path).await {
+                    Ok(held) => {
+                        let milliseconds = milliseconds.min(MAXIMUM_SLOW_MILLISECONDS);
+                        tokio::time::sleep(Duration::from_millis(milliseconds)).await;
+                        drop(held);
+                        (StatusCode::OK, format!("{}\n", state.version))
+                    }
+                    Err(error) => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("cannot lock {}: {error}\n", PathBuf::from(path).display()),
+                    ),
+                },
+                (None, _) => (StatusCode::BAD_REQUEST, "expected /job?ms=N\n".to_owned()),
+                (_, None) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "HELLO_UPDATE_LOCK is not set\n".to_owned(),
+                ),
+            }
+        }
         "/slow" => {
-            let milliseconds = request
-                .uri()
-                .query()
-                .unwrap_or("")
-                .split('&')
-                .find_map(|pair| pair.strip_prefix("ms="))
-                .and_then(|value| value.parse::<u64>().ok());
+            let milliseconds = query_milliseconds(&request);
             match milliseconds {
                 Some(milliseconds) => {
                     let milliseconds = milliseconds.min(MAXIMUM_SLOW_MILLISECONDS);
@@ -266,6 +285,46 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Full<Byt
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+fn query_milliseconds(request: &Request<Incoming>) -> Option<u64> {
+    request
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("ms="))
+        .and_then(|value| value.parse::<u64>().ok())
+}
+
+/// A shared flock on the update-lock file, released when dropped (the descriptor closes).
+struct UpdateLock {
+    _file: std::fs::File,
+}
+
+impl UpdateLock {
+    /// Take the lock, waiting (without blocking the runtime) while the agent holds it for a
+    /// swap.
+    async fn take(path: &std::ffi::OsStr) -> std::io::Result<UpdateLock> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        loop {
+            // SAFETY: flock(2) on a descriptor owned by `file` for this whole call.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+                return Ok(UpdateLock { _file: file });
+            }
+            let error = std::io::Error::last_os_error();
+            if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(error);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// The trimmed contents of `<dir of the real executable>/../share/hello-service/<name>`, so a

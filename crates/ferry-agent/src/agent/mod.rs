@@ -13,16 +13,17 @@ use std::time::Instant;
 use ferry_release::{ChannelPointer, HostState, TrustedKeys};
 use ferry_store::{Object, Store};
 
-use crate::config::Settings;
+use crate::config::{Apply, Settings};
 pub use crate::download::{artifact_path, download};
 use crate::fault;
 use crate::floor::FloorRecords;
-use crate::journal::{Journal, Release, State, Step};
+use crate::journal::{Journal, PendingBoot, Release, State, Step};
 use crate::keyring::{KeyringTrust, poll_pointer_with_keyring};
 use crate::metrics::Metrics;
 use crate::poll::{ErrorChain, Polled, poll_pointer};
 pub use crate::report::{StatusReport, local_status, now_text, status_report};
-pub use run::{RunOptions, run};
+use crate::update_lock::{Acquired, Hold};
+pub use run::{AppRun, RunOptions, run, run_apps};
 
 mod followers;
 mod rollback;
@@ -87,6 +88,8 @@ pub struct Agent {
     retry_soon: bool,
     /// Copies of the serial floor outside the journal.
     floor: FloorRecords,
+    /// The operator's hold as last reported (so placing or lifting one is reported).
+    reported_hold: Option<String>,
 }
 
 impl Agent {
@@ -185,6 +188,7 @@ impl Agent {
             seen_etag: None,
             retry_soon: false,
             floor,
+            reported_hold: None,
             _lock: lock,
         })
     }
@@ -218,9 +222,31 @@ impl Agent {
         if self.state.step != Step::Idle {
             return Ok(outcome);
         }
+        self.note_waiting(&outcome).await?;
         let outcome = self.config_cycle(outcome).await;
         self.self_update_cycle().await;
         Ok(outcome)
+    }
+
+    /// Keep the journal's (and the report's) "waiting" note in step with the cycle's outcome,
+    /// and report when an operator's hold was placed or lifted.
+    async fn note_waiting(&mut self, outcome: &Outcome) -> Result<(), Error> {
+        let waiting = match outcome {
+            Outcome::Waiting { reason } => Some(reason.clone()),
+            Outcome::UpToDate | Outcome::NoPointer => self.state.waiting.clone(),
+            _ => None,
+        };
+        let held = Hold::read(&self.hold_path()).map(|hold| hold.describe());
+        let changed = waiting != self.state.waiting;
+        if changed {
+            self.state.waiting = waiting;
+            self.save()?;
+        }
+        if changed || held != self.reported_hold {
+            self.reported_hold = held;
+            self.report().await;
+        }
+        Ok(())
     }
 
     async fn resume(&mut self) -> Result<Outcome, Error> {
@@ -371,7 +397,9 @@ impl Agent {
             }
             self.state.etag = object.etag;
             self.seen_etag = None;
-            if changed {
+            let waited =
+                self.state.waiting.take().is_some() || self.state.pending_boot.take().is_some();
+            if changed || waited {
                 self.save()?;
             }
             return Ok(Outcome::UpToDate);
@@ -395,7 +423,95 @@ impl Agent {
             self.floor.record(&object.bytes);
         }
         self.state.highest_serial = self.state.highest_serial.max(target.serial);
+        if let Some(reason) = self.install_gate(&pointer, &target) {
+            // Verified and accepted, not installed yet: fetch it now (so the install is quick
+            // when the gate opens) and look again at the next poll, which re-reads the pointer.
+            self.prefetch(&target).await;
+            self.save()?;
+            tracing::info!(app = %self.settings.app, channel = %self.settings.channel, version = %target.version, serial = target.serial, "{reason}");
+            return Ok(Outcome::Waiting { reason });
+        }
         self.update(target, object.etag).await
+    }
+
+    /// Why a verified release may not be installed now (an operator's hold, the update
+    /// window, `apply = "on-reboot"`), or `None`.
+    fn install_gate(&mut self, pointer: &ChannelPointer, target: &Release) -> Option<String> {
+        let app = &self.settings.app;
+        if let Some(hold) = Hold::read(&self.hold_path()) {
+            return Some(format!(
+                "{}; `ferry agent release {app}` lets the update go on",
+                hold.describe()
+            ));
+        }
+        if !pointer.urgent {
+            if let Some(reason) = self.settings.window.wait_reason(jiff::Timestamp::now()) {
+                return Some(reason);
+            }
+        }
+        // A host with nothing installed has nothing to restart: its first release goes in now.
+        if self.settings.apply == Apply::OnReboot && self.state.current.is_some() {
+            let boot = &self.settings.boot_id;
+            match &self.state.pending_boot {
+                Some(pending) if pending.sha256 == target.sha256 && &pending.boot_id != boot => {}
+                Some(pending) if pending.sha256 == target.sha256 => {
+                    return Some(format!(
+                        "release {} installs at the next boot (apply = \"on-reboot\")",
+                        target.version
+                    ));
+                }
+                _ => {
+                    self.state.pending_boot = Some(PendingBoot {
+                        sha256: target.sha256.clone(),
+                        boot_id: boot.clone(),
+                    });
+                    return Some(format!(
+                        "release {} installs at the next boot (apply = \"on-reboot\")",
+                        target.version
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    /// The operator's hold file of this app (`ferry agent hold`).
+    fn hold_path(&self) -> PathBuf {
+        Hold::path(
+            &self.settings.state_dir,
+            &self.settings.app,
+            &self.settings.channel,
+        )
+    }
+
+    /// Download and verify a release that waits, into the cache; a failure is only logged
+    /// (the install downloads it again).
+    async fn prefetch(&mut self, target: &Release) {
+        if artifact_path(&self.settings.cache_dir, &target.sha256).is_file() {
+            return;
+        }
+        let fetched = crate::delta::fetch(
+            &self.store,
+            &self.trusted,
+            &self.settings.cache_dir,
+            &self.settings.app,
+            target,
+        )
+        .await;
+        match fetched {
+            Ok((_, record)) => {
+                tracing::info!(
+                    app = %self.settings.app, channel = %self.settings.channel, version = %target.version, serial = target.serial,
+                    step = "download", bytes = record.bytes, "artifact downloaded and verified ahead of its install"
+                );
+                self.metrics.record_download(&record);
+                self.state.last_download = Some(record);
+            }
+            Err(error) => tracing::warn!(
+                app = %self.settings.app, channel = %self.settings.channel, version = %target.version,
+                "cannot download the waiting release yet (tried again later): {error}"
+            ),
+        }
     }
 
     /// Why this host must wait for its rollout wave, or `None` when it may update now.
@@ -430,7 +546,10 @@ impl Agent {
             },
             "downloading",
         )?;
+        let outcome_before = self.state.outcome;
         self.state.outcome = Some(HostState::Updating);
+        // Whatever it waited for is over; the update lock may set a new reason below.
+        self.state.waiting = None;
         self.report().await;
         let started = Instant::now();
         let fetched = crate::delta::fetch(
@@ -444,7 +563,16 @@ impl Agent {
         match fetched {
             Ok((_, record)) => {
                 self.metrics.record_download(&record);
-                self.state.last_download = Some(record);
+                // Fetched ahead of a window or hold: keep the record of that download.
+                let prefetched = record.via == "cached"
+                    && self
+                        .state
+                        .last_download
+                        .as_ref()
+                        .is_some_and(|last| last.version == record.version);
+                if !prefetched {
+                    self.state.last_download = Some(record);
+                }
             }
             // The store does not (yet) hold what the signed release names: a lagging replica,
             // a half-synced mirror, a corrupted copy. Not the release's fault: retried.
@@ -458,6 +586,33 @@ impl Agent {
             step = "download", bytes = self.state.last_download.as_ref().map_or(target.size, |record| record.bytes), full = target.size, duration_ms = started.elapsed().as_millis() as u64, "artifact downloaded and verified"
         );
         fault::point("downloaded");
+        // The application's update lock: held by the agent from here through the health
+        // check, so nothing the application guards is cut off by the install or restart.
+        let _held = match self.settings.update_lock.clone() {
+            Some(lock) => {
+                let reason = format!(
+                    "waiting for the application's update lock {}",
+                    lock.path.display()
+                );
+                if self.state.waiting.as_deref() != Some(reason.as_str()) {
+                    self.state.waiting = Some(reason);
+                    self.report().await;
+                }
+                match lock.acquire().await {
+                    Ok(Acquired::Held(held)) => held,
+                    Ok(Acquired::Expired) => None,
+                    Ok(Acquired::Skipped(reason)) => {
+                        tracing::warn!(app = %self.settings.app, channel = %self.settings.channel, version = %target.version, "{reason}");
+                        self.state.step = Step::Idle;
+                        self.state.outcome = outcome_before;
+                        self.save()?;
+                        return Ok(Outcome::Waiting { reason });
+                    }
+                    Err(error) => return self.retry_later(error).await,
+                }
+            }
+            None => None,
+        };
         let outcome = self.install_restart_check(target, false).await?;
         if matches!(outcome, Outcome::Installed { .. }) {
             self.state.etag = etag;
@@ -617,6 +772,8 @@ impl Agent {
         self.state
             .commit(target.clone(), self.settings.keep_artifacts);
         self.state.outcome = Some(HostState::Ok);
+        self.state.waiting = None;
+        self.state.pending_boot = None;
         self.state.last_change_at = Some(now_text());
         self.save()?;
         fault::point("committed");

@@ -24,6 +24,84 @@ pub struct RunOptions {
     pub report_store: Option<Store>,
 }
 
+/// One app of a multi-app agent, ready to run.
+#[derive(Debug)]
+pub struct AppRun {
+    /// Its settings.
+    pub settings: Settings,
+    /// Its store (apps on the same store share one client and its connection pool).
+    pub store: Store,
+    /// Where its reports go, when not to `store`.
+    pub report_store: Option<Store>,
+    /// Its counters, served with an `app` label.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Run several apps in one process until `shutdown` resolves (or one cycle each with
+/// `once`). Each app has its own loop, journal, lock and report, and none waits for another:
+/// one app's slow health check or failed release never delays the others' updates. Returns
+/// each app's `app/channel` with how its run ended.
+pub async fn run_apps(
+    apps: Vec<AppRun>,
+    shutdown: impl Future<Output = ()>,
+    once: bool,
+) -> Vec<(String, Result<Option<Outcome>, Error>)> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let several = apps.len() > 1;
+    let runs = apps.into_iter().map(|app| {
+        let stopped = stopped.clone();
+        let name = format!("{}/{}", app.settings.app, app.settings.channel);
+        async move {
+            let options = RunOptions {
+                once,
+                metrics: Some(app.metrics),
+                report_store: app.report_store,
+            };
+            let mut delay = Duration::from_secs(1);
+            loop {
+                let mut until_stopped = stopped.clone();
+                let shutdown = async move {
+                    let _ = until_stopped.wait_for(|stop| *stop).await;
+                };
+                let result = run(
+                    app.settings.clone(),
+                    app.store.clone(),
+                    shutdown,
+                    options.clone(),
+                )
+                .await;
+                match result {
+                    // An app that cannot start (its keys unreadable, its journal locked by
+                    // another agent) is tried again, without holding up the others.
+                    Err(error) if several && !once => {
+                        tracing::error!(
+                            app = %name, retry_in_ms = delay.as_millis() as u64,
+                            "this app's agent cannot run: {error}; the other apps go on, and it is tried again"
+                        );
+                        let mut until_stopped = stopped.clone();
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            _ = until_stopped.wait_for(|stop| *stop) => return (name, Ok(None)),
+                        }
+                        delay = (delay * 2).min(app.settings.backoff_max.max(delay));
+                    }
+                    other => return (name, other),
+                }
+            }
+        }
+    });
+    let all = futures::future::join_all(runs);
+    tokio::pin!(all);
+    tokio::pin!(shutdown);
+    tokio::select! {
+        results = &mut all => results,
+        () = &mut shutdown => {
+            let _ = stop.send(true);
+            all.await
+        }
+    }
+}
+
 /// Run the agent until `shutdown` resolves (or for one cycle with `once`). Store errors back
 /// off exponentially with jitter and never touch the service; other errors are logged and
 /// retried at the next interval.

@@ -1,8 +1,11 @@
-//! `ferry agent`: run the update agent on a server (`--once` for one cycle), or
-//! `ferry agent status` to print the local journal's state. The work is in `ferry-agent`;
-//! this file resolves settings (flags > `FERRY_*` > file > defaults), opens the store,
-//! installs the signal handlers and the optional metrics endpoint.
+//! `ferry agent`: run the update agent on a server (`--once` for one cycle), for one app or
+//! for every `[[app]]` of its file; `ferry agent status` prints the local journals' state,
+//! `ferry agent hold APP` / `release APP` stop and restart an app's updates on this host.
+//! The work is in `ferry-agent`; this file resolves settings (flags > `FERRY_*` > file >
+//! defaults), opens the stores (one client per store URL), installs the signal handlers and
+//! the optional metrics endpoint.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use ferry_agent::metrics::Metrics;
-use ferry_agent::{AgentFile, Outcome, Overrides, RunOptions, Settings};
+use ferry_agent::{AgentFile, Overrides, Settings};
 
 use crate::env;
 
@@ -30,8 +33,25 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum AgentCommand {
-    /// Print this host's update state from the local journal.
+    /// Print this host's update state from the local journal (every app of the file).
     Status(StatusArgs),
+    /// Hold updates of APP on this host: the agent downloads new releases but installs
+    /// nothing for it until `ferry agent release APP` (shown by `ferry status`).
+    Hold(HoldArgs),
+    /// Let the held updates of APP on this host go on.
+    Release(HoldArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct HoldArgs {
+    /// The app, as named in agent.toml.
+    app: String,
+    /// Its channel, when the file follows the app on several.
+    #[arg(long)]
+    channel: Option<String>,
+    /// Why (shown by `ferry agent status` and `ferry status`).
+    #[arg(long, default_value = "")]
+    reason: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,7 +78,7 @@ fn non_empty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|value| !value.is_empty())
 }
 
-fn settings(common: &CommonArgs) -> anyhow::Result<Settings> {
+fn settings(common: &CommonArgs) -> anyhow::Result<Vec<Settings>> {
     let file = AgentFile::read(&common.config)?;
     let overrides = Overrides {
         store: common.store.clone(),
@@ -71,8 +91,9 @@ fn settings(common: &CommonArgs) -> anyhow::Result<Settings> {
         cache_dir: non_empty(env::FERRY_CACHE_DIR).map(PathBuf::from),
         host_id: non_empty(env::FERRY_HOST_ID),
         architecture: non_empty(env::FERRY_ARCHITECTURE),
+        boot_id: non_empty(env::FERRY_BOOT_ID),
     };
-    Ok(Settings::resolve(
+    Ok(Settings::resolve_all(
         file,
         overrides,
         &common.config,
@@ -83,17 +104,37 @@ fn settings(common: &CommonArgs) -> anyhow::Result<Settings> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Some(AgentCommand::Status(status)) => run_status(&args.common, status),
+        Some(AgentCommand::Hold(hold)) => run_hold(&args.common, hold, true),
+        Some(AgentCommand::Release(hold)) => run_hold(&args.common, hold, false),
         None => run_agent(args.common, args.once, args.metrics),
     }
 }
 
 fn run_status(common: &CommonArgs, args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let settings = settings(common)?;
-    let report = ferry_agent::agent::local_status(&settings)?;
+    let all = settings(common)?;
+    let reports = all
+        .iter()
+        .map(ferry_agent::agent::local_status)
+        .collect::<Result<Vec<_>, _>>()?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        // One app: its report, as always; several: a list of them.
+        let text = match reports.as_slice() {
+            [one] => serde_json::to_string_pretty(one)?,
+            many => serde_json::to_string_pretty(many)?,
+        };
+        println!("{text}");
         return Ok(ExitCode::SUCCESS);
     }
+    for (index, report) in reports.iter().enumerate() {
+        if index > 0 {
+            println!();
+        }
+        print_status(report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(report: &ferry_agent::StatusReport) {
     println!("app:            {}/{}", report.app, report.channel);
     println!("host:           {}", report.host_id);
     println!(
@@ -105,6 +146,12 @@ fn run_status(common: &CommonArgs, args: StatusArgs) -> anyhow::Result<ExitCode>
     );
     println!("state:          {} (step: {})", report.state, report.step);
     println!("highest serial: {}", report.highest_serial);
+    if let Some(held) = &report.held {
+        println!("held:           {held}");
+    }
+    if let Some(waiting) = &report.waiting {
+        println!("waiting:        {waiting}");
+    }
     if let Some(at) = &report.last_change_at {
         println!("last change:    {at}");
     }
@@ -117,6 +164,73 @@ fn run_status(common: &CommonArgs, args: StatusArgs) -> anyhow::Result<ExitCode>
             bad.version, bad.serial, bad.at, bad.reason
         );
     }
+}
+
+fn run_hold(common: &CommonArgs, args: HoldArgs, hold: bool) -> anyhow::Result<ExitCode> {
+    let all = settings(common)?;
+    let matching: Vec<&Settings> = all
+        .iter()
+        .filter(|settings| settings.app == args.app)
+        .filter(|settings| {
+            args.channel
+                .as_ref()
+                .is_none_or(|channel| &settings.channel == channel)
+        })
+        .collect();
+    let settings = match matching.as_slice() {
+        [one] => *one,
+        [] => anyhow::bail!(
+            "{} serves no app {}{} (it serves: {}); name one of those",
+            common.config.display(),
+            args.app,
+            args.channel
+                .as_ref()
+                .map(|c| format!(" on channel {c}"))
+                .unwrap_or_default(),
+            all.iter()
+                .map(|settings| format!("{}/{}", settings.app, settings.channel))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => anyhow::bail!(
+            "{} follows {} on several channels; say which with --channel",
+            common.config.display(),
+            args.app
+        ),
+    };
+    let path =
+        ferry_agent::update_lock::Hold::path(&settings.state_dir, &settings.app, &settings.channel);
+    let name = format!("{}/{}", settings.app, settings.channel);
+    if hold {
+        std::fs::create_dir_all(&settings.state_dir).with_context(|| {
+            format!(
+                "cannot create the state directory {}",
+                settings.state_dir.display()
+            )
+        })?;
+        let entry = ferry_agent::update_lock::Hold {
+            by: crate::provenance::by(),
+            at: ferry_agent::agent::now_text(),
+            reason: args.reason.clone(),
+        };
+        entry.write(&path)?;
+        println!(
+            "held {name} on this host: the agent downloads new releases but installs none until `ferry agent release {}`",
+            settings.app
+        );
+    } else {
+        match std::fs::remove_file(&path) {
+            Ok(()) => println!(
+                "released {name} on this host: a waiting release is installed at the agent's next poll"
+            ),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                println!("{name} was not held on this host; nothing to release")
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot remove {}", path.display()));
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -125,78 +239,117 @@ fn run_agent(
     once: bool,
     metrics_address: Option<SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
-    let settings = settings(&common)?;
-    // One thread is plenty for a poll every few seconds and keeps the idle agent small.
+    let all = settings(&common)?;
+    // One thread is plenty for a poll every few seconds, for one app or many, and keeps the
+    // idle agent small.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let options = env::store_options(settings.s3_endpoint.clone());
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
-        // A store that is down when the agent starts (a file:// directory not mounted yet) is
-        // waited for like one that goes down later: the agent must not exit and leave the host
-        // unmanaged.
-        let mut delay = std::time::Duration::from_millis(500);
-        let store = loop {
-            match ferry_store::Store::open(&settings.store, &options) {
-                Ok(store) => break store,
-                Err(error) if error.is_transient() && !once => {
-                    tracing::warn!(
-                        store = %settings.store, retry_in_ms = delay.as_millis() as u64,
-                        "cannot open the store, retrying (the service is not touched): {error}"
-                    );
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = &mut shutdown => return Ok(ExitCode::SUCCESS),
-                    }
-                    delay = (delay * 2).min(settings.backoff_max.max(delay));
+        // One client (and connection pool) per store: apps on the same store share it.
+        let mut stores: HashMap<(String, Option<String>), ferry_store::Store> = HashMap::new();
+        let mut apps = Vec::with_capacity(all.len());
+        for settings in all {
+            let key = (settings.store.clone(), settings.s3_endpoint.clone());
+            let store = match stores.get(&key) {
+                Some(store) => store.clone(),
+                None => {
+                    let Some(store) = open_store(&settings, once, &mut shutdown).await? else {
+                        return Ok(ExitCode::SUCCESS);
+                    };
+                    stores.insert(key, store.clone());
+                    store
                 }
-                Err(error) => {
-                    return Err(error)
-                        .with_context(|| format!("cannot open the store {}", settings.store));
-                }
+            };
+            let options = env::store_options(settings.s3_endpoint.clone());
+            let report_store = match &settings.report_store {
+                Some(url) => Some(
+                    ferry_store::Store::open(url, &options)
+                        .with_context(|| format!("cannot open the report-store {url}"))?,
+                ),
+                None => None,
+            };
+            if store.is_read_only() && report_store.is_none() && settings.report {
+                tracing::warn!(
+                    app = %settings.app, store = %settings.store,
+                    "host reports are off: the store is read-only (http/https); set report-store to the s3:// or file:// store behind it so ferry status sees this host"
+                );
             }
-        };
-        let metrics = Arc::new(Metrics::default());
+            apps.push(ferry_agent::AppRun {
+                settings,
+                store,
+                report_store,
+                metrics: Arc::new(Metrics::default()),
+            });
+        }
         if let Some(address) = metrics_address {
             let listener = tokio::net::TcpListener::bind(address)
                 .await
                 .with_context(|| format!("cannot listen for --metrics on {address}"))?;
             tracing::info!(%address, "serving metrics");
-            tokio::spawn(ferry_agent::metrics::serve(
-                listener,
-                metrics.clone(),
-                settings.app.clone(),
-                settings.channel.clone(),
-            ));
+            let targets = apps
+                .iter()
+                .map(|app| ferry_agent::metrics::Target {
+                    app: app.settings.app.clone(),
+                    channel: app.settings.channel.clone(),
+                    metrics: app.metrics.clone(),
+                })
+                .collect();
+            tokio::spawn(ferry_agent::metrics::serve(listener, targets));
         }
-        let report_store = match &settings.report_store {
-            Some(url) => Some(
-                ferry_store::Store::open(url, &options)
-                    .with_context(|| format!("cannot open the report-store {url}"))?,
-            ),
-            None => None,
-        };
-        if store.is_read_only() && report_store.is_none() && settings.report {
-            tracing::warn!(
-                store = %settings.store,
-                "host reports are off: the store is read-only (http/https); set report-store to the s3:// or file:// store behind it so ferry status sees this host"
-            );
+        let several = apps.len() > 1;
+        let results = ferry_agent::run_apps(apps, shutdown, once).await;
+        let mut code = ExitCode::SUCCESS;
+        let mut failures = Vec::new();
+        for (name, result) in results {
+            match result {
+                Ok(Some(ferry_agent::Outcome::Refused { .. })) => code = ExitCode::from(3),
+                Ok(Some(ferry_agent::Outcome::RolledBack { .. })) => code = ExitCode::from(4),
+                Ok(_) => {}
+                Err(error) if several => failures.push(format!("{name}: {error}")),
+                Err(error) => return Err(anyhow::Error::new(error)),
+            }
         }
-        let options = RunOptions {
-            once,
-            metrics: Some(metrics),
-            report_store,
-        };
-        let outcome = ferry_agent::run(settings, store, shutdown, options).await?;
-        Ok(match outcome {
-            Some(Outcome::Refused { .. }) => ExitCode::from(3),
-            Some(Outcome::RolledBack { .. }) => ExitCode::from(4),
-            _ => ExitCode::SUCCESS,
-        })
+        if !failures.is_empty() {
+            anyhow::bail!("{}", failures.join("\n"));
+        }
+        Ok(code)
     })
+}
+
+/// Open the store of `settings`. A store that is down when the agent starts (a file://
+/// directory not mounted yet) is waited for like one that goes down later: the agent must not
+/// exit and leave the host unmanaged. `None`: shut down while waiting.
+async fn open_store(
+    settings: &Settings,
+    once: bool,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> anyhow::Result<Option<ferry_store::Store>> {
+    let options = env::store_options(settings.s3_endpoint.clone());
+    let mut delay = std::time::Duration::from_millis(500);
+    loop {
+        match ferry_store::Store::open(&settings.store, &options) {
+            Ok(store) => return Ok(Some(store)),
+            Err(error) if error.is_transient() && !once => {
+                tracing::warn!(
+                    store = %settings.store, retry_in_ms = delay.as_millis() as u64,
+                    "cannot open the store, retrying (the service is not touched): {error}"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.as_mut() => return Ok(None),
+                }
+                delay = (delay * 2).min(settings.backoff_max.max(delay));
+            }
+            Err(error) => {
+                return Err(error)
+                    .with_context(|| format!("cannot open the store {}", settings.store));
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

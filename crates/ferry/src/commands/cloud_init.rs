@@ -79,6 +79,16 @@ pub struct Args {
     /// Let the agent update itself from `--agent-app`/`--agent-channel` (`[self-update]`).
     #[arg(long)]
     pub self_update: bool,
+    /// Write this agent file instead of one made from the flags, e.g. one with several
+    /// `[[app]]` tables (docs/agent.md). Where it leaves out `store`, `s3-endpoint` or `trust`
+    /// (at the top and in every app), those of the flags are filled in; it is checked like
+    /// a generated one.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["install_root", "restart_unit", "health_http", "config_dir", "interval"]
+    )]
+    pub agent_config: Option<PathBuf>,
 }
 
 /// Where the bootstrap script fetches the agent package from, and what it must hash to.
@@ -150,6 +160,9 @@ fn trusted_key_path(key: &KeyFile) -> String {
 /// the agent's own settings resolution before it is printed.
 fn agent_config(args: &Args, keys: &[KeyFile], roots: &[KeyFile]) -> anyhow::Result<String> {
     use ferry_agent::config::{ConfigFile, HealthFile, InstallFile, RestartFile, SelfUpdateFile};
+    if let Some(path) = &args.agent_config {
+        return given_agent_config(args, path, keys, roots);
+    }
     let install = match (args.install.as_str(), &args.install_root) {
         ("unpack", Some(root)) => InstallFile::Unpack {
             root: root.clone(),
@@ -219,6 +232,57 @@ fn agent_config(args: &Args, keys: &[KeyFile], roots: &[KeyFile]) -> anyhow::Res
     .context("the agent config these flags make is not valid")?;
     Ok(format!(
         "# Written by `ferry cloud-init`; docs/agent.md lists every key.\n{}",
+        file.to_toml()?
+    ))
+}
+
+/// `--agent-config FILE`: the operator's own agent file (one app or several), with the
+/// flags' store and keys filled in where it names none, checked by the agent's resolution.
+fn given_agent_config(
+    args: &Args,
+    path: &Path,
+    keys: &[KeyFile],
+    roots: &[KeyFile],
+) -> anyhow::Result<String> {
+    let mut file = ferry_agent::AgentFile::read(path)?;
+    if file.store.is_none() {
+        file.store = Some(args.target.store.store.clone());
+    }
+    if file.s3_endpoint.is_none() {
+        file.s3_endpoint.clone_from(&args.target.store.s3_endpoint);
+    }
+    let names_keys =
+        |file: &ferry_agent::AgentFile| !file.trust.is_empty() || !file.trust_root.is_empty();
+    if !names_keys(&file) && !file.apps.iter().any(names_keys) {
+        file.trust = keys
+            .iter()
+            .map(|key| PathBuf::from(trusted_key_path(key)))
+            .collect();
+        file.trust_root = roots
+            .iter()
+            .map(|root| PathBuf::from(trusted_key_path(root)))
+            .collect();
+    }
+    let overrides = ferry_agent::Overrides {
+        host_id: Some("cloud-init-check".to_owned()),
+        boot_id: Some("cloud-init-check".to_owned()),
+        ..Default::default()
+    };
+    let apps = ferry_agent::Settings::resolve_all(
+        file.clone(),
+        overrides,
+        Path::new(AGENT_CONFIG_PATH),
+        Path::new("/etc/machine-id"),
+    )
+    .with_context(|| format!("{} is not a valid agent file", path.display()))?;
+    Ok(format!(
+        "# Written by `ferry cloud-init` from {} ({} app{}); docs/agent.md lists every key.\n{}",
+        path.file_name().map_or_else(
+            || path.display().to_string(),
+            |name| name.to_string_lossy().into_owned()
+        ),
+        apps.len(),
+        if apps.len() == 1 { "" } else { "s" },
         file.to_toml()?
     ))
 }

@@ -366,6 +366,7 @@ fn deploy_locked(
         stage: false,
         deltas: plan.deltas,
         json: false,
+        urgent: false,
         source_dir: Some(plan.manifest_dir.clone()),
     })?;
     if args.no_watch {

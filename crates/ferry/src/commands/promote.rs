@@ -63,6 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     expires_at: None,
                     single_publisher: args.single_publisher,
                     provenance: None,
+                    urgent: false,
                 };
                 ferry_store::repoint_channel(&store, &signer, &options, source.document.release)
                     .await

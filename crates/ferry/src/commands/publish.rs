@@ -52,6 +52,11 @@ pub struct Args {
     /// waves must be at least twice this far apart so that skewed clocks never reorder them.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", default_value = "5m")]
     pub max_clock_skew: Duration,
+    /// Urgent (a security fix): agents install this release even outside their update
+    /// windows (`window` in agent.toml). Waves, pauses and the applications' update locks
+    /// still apply.
+    #[arg(long)]
+    pub urgent: bool,
     /// Print what would be done; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -237,6 +242,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             &key.id().to_string(),
             args.source_dir.as_deref().unwrap_or(Path::new(".")),
         )),
+        urgent: args.urgent,
     };
     let store = if args.dry_run {
         args.store.open_for_plan()?

@@ -139,12 +139,17 @@ pub fn render(status: &FleetStatus) -> String {
         .map_or("the current release", |pointer| pointer.version.as_str());
     let _ = writeln!(
         text,
-        "hosts: {} — {} on {current}, {} failed it, {} pending, {} stale{}",
+        "hosts: {} — {} on {current}, {} failed it, {} pending, {} stale{}{}",
         totals.hosts,
         totals.updated,
         totals.failed,
         totals.pending,
         totals.stale,
+        if totals.held > 0 {
+            format!(", {} held", totals.held)
+        } else {
+            String::new()
+        },
         if totals.ignored_reports > 0 {
             format!(
                 " ({} reports ignored: unreadable or another channel)",
@@ -216,7 +221,7 @@ pub fn render(status: &FleetStatus) -> String {
                 "HEALTH",
                 "LAST SEEN",
                 "WAVE",
-                "LAST ERROR",
+                "NOTE",
             ]
             .map(String::from)
             .to_vec(),
@@ -229,6 +234,18 @@ pub fn render(status: &FleetStatus) -> String {
                 .chars()
                 .take(100)
                 .collect();
+            // What the operator should know first: held, then waiting (when no error).
+            if let Some(waiting) = &host.waiting {
+                if host.last_error.is_none() || host.state == "ok" {
+                    error = waiting.chars().take(100).collect();
+                }
+            }
+            if let Some(held) = &host.held {
+                error = format!(
+                    "HELD ({}); {error}",
+                    held.chars().take(80).collect::<String>()
+                );
+            }
             if host.stale {
                 error = format!("STALE; {error}");
             }

@@ -404,6 +404,7 @@ echo $! > "$pidfile"
             },
             rollout: Rollout::default(),
             paused: false,
+            urgent: false,
             published_at: ferry_release::now_utc(),
             expires_at: None,
         };
