@@ -320,7 +320,11 @@ fn dashboard_draws_a_thousand_hosts_readably() {
                 silent += 1;
                 report.updated_at = Some(at(7200));
             }
-            2..=5 => {} // still on 1.0.0-1, its wave not yet open or not polled yet
+            2 => {
+                // Held on 1.0.0-1 by an operator (`ferry agent hold`).
+                report.held = Some("held by ops@box since 2026-12-02T04:00:00Z: disk check".into());
+            }
+            3..=5 => {} // still on 1.0.0-1, its wave not yet open or not polled yet
             _ => {
                 updated += 1;
                 report.version = Some("2.0.0-1".into());
@@ -375,6 +379,8 @@ fn dashboard_draws_a_thousand_hosts_readably() {
         r#"data-wave="2""#.to_string(),
         "showing 200 of 1000 hosts: failed, stale and pending first".to_string(),
         "published by ".to_string(),
+        ", 50 held".to_string(),
+        "HELD: held by ops@box since 2026-12-02T04:00:00Z: disk check".to_string(),
     ] {
         assert!(dom.contains(&expected), "{expected:?} missing in the DOM");
     }

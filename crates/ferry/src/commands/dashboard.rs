@@ -393,7 +393,7 @@ function grid(parent, st) {
   canvas.addEventListener("mousemove", e => {
     const i = Math.floor(e.offsetY / size) * columns + Math.floor(e.offsetX / size);
     const h = st.hosts[i];
-    readout.textContent = h ? h.host + ": " + (h.version || "nothing") + ", " + h.state + (h.stale ? " (stale)" : "") + (h.last_error ? " — " + h.last_error : "") : "";
+    readout.textContent = h ? h.host + ": " + (h.version || "nothing") + ", " + h.state + (h.stale ? " (stale)" : "") + (h.held ? " — HELD: " + h.held : "") + (h.waiting ? " — " + h.waiting : "") + (h.last_error ? " — " + h.last_error : "") : "";
   });
   box.appendChild(canvas);
   const legend = el("div", "legend");
@@ -475,7 +475,7 @@ function renderApp(parent, st, releases) {
     section.appendChild(el("div", "lock", "deploy in progress: " + l.version + " by " + l.owner + " since " + l.since));
   }
   const t = st.totals;
-  section.appendChild(el("div", "totals", t.hosts + " hosts: " + t.updated + " updated, " + t.failed + " failed, " + t.pending + " pending, " + t.stale + " stale" + (p ? "; waves " + p.waves + " from " + p.published_at : "")));
+  section.appendChild(el("div", "totals", t.hosts + " hosts: " + t.updated + " updated, " + t.failed + " failed, " + t.pending + " pending, " + t.stale + " stale" + (t.held ? ", " + t.held + " held" : "") + (p ? "; waves " + p.waves + " from " + p.published_at : "")));
   waves(section, st);
   const panels = el("div", "panels");
   if (st.hosts.length) grid(panels, st);
@@ -504,12 +504,12 @@ function renderApp(parent, st, releases) {
     hosts = hosts.slice().sort((a, b) => order[kind(a)] - order[kind(b)]).slice(0, MAX_ROWS);
     section.appendChild(el("h3", "", "showing " + MAX_ROWS + " of " + st.hosts.length + " hosts: failed, stale and pending first"));
   }
-  table(section, ["host", "version", "serial", "state", "health", "last seen", "wave", "last error"], hosts.map(h => {
+  table(section, ["host", "version", "serial", "state", "health", "last seen", "wave", "note"], hosts.map(h => {
     const k = kind(h);
     const r = el("tr", "host" + (k === "failed" || k === "stale" || k === "updated" ? " " + k : ""));
     r.dataset.host = h.host;
     cell(r, h.host); cell(r, h.version); cell(r, h.serial); cell(r, h.state + (h.stale ? " (stale)" : ""));
-    cell(r, h.health); cell(r, ago(h.last_seen_s)); cell(r, h.wave); cell(r, h.last_error, "error");
+    cell(r, h.health); cell(r, ago(h.last_seen_s)); cell(r, h.wave); cell(r, h.held ? "HELD: " + h.held : (h.last_error || h.waiting), h.held || h.last_error ? "error" : "");
     return r;
   }), "hosts");
   parent.appendChild(section);
