@@ -111,9 +111,10 @@ pub struct AgentFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub self_update: Option<SelfUpdateFile>,
     /// When installs may happen, e.g. `["Mon-Fri 02:00-05:00 Europe/Berlin"]` (default: any
-    /// time). Outside every window a release is downloaded and verified, then waits.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub window: Vec<String>,
+    /// time; `[]` in an `[[app]]` table says "any time" over a top-level list). Outside every
+    /// window a release is downloaded and verified, then waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Vec<String>>,
     /// `"now"` (default) or `"on-reboot"`: install a new release only at the first cycle
     /// after the host boots again, for services that must not be restarted while up.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -385,7 +386,8 @@ impl AgentFile {
             apply,
             update_lock,
             update_lock_timeout,
-            update_lock_expired
+            update_lock_expired,
+            window
         );
         for (mine, theirs) in [
             (&mut self.trust, &top.trust),
@@ -394,9 +396,6 @@ impl AgentFile {
             if mine.is_empty() {
                 mine.clone_from(theirs);
             }
-        }
-        if self.window.is_empty() {
-            self.window.clone_from(&top.window);
         }
         self
     }

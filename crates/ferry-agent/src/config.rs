@@ -282,15 +282,32 @@ impl Settings {
             };
             let settings =
                 Settings::resolve(merged, overrides, origin, machine_id).map_err(in_table)?;
-            if let Some(other) = all
-                .iter()
-                .find(|other| other.app == settings.app && other.channel == settings.channel)
-            {
+            if let Some(other) = all.iter().find(|other| other.app == settings.app) {
                 return Err(config_error(
                     origin,
                     format!(
-                        "two [[app]] tables follow {}/{}; one agent serves each app and channel once",
-                        other.app, other.channel
+                        "two [[app]] tables serve app {} ({}/{} and {}/{}); one agent serves each app once (its host report and keyring are the app's)",
+                        other.app, other.app, other.channel, settings.app, settings.channel
+                    ),
+                ));
+            }
+            if let (Some(mine), Some(other)) = (
+                &settings.config,
+                all.iter().find(|other| {
+                    other
+                        .config
+                        .as_ref()
+                        .zip(settings.config.as_ref())
+                        .is_some_and(|(theirs, mine)| theirs.dir == mine.dir)
+                }),
+            ) {
+                return Err(config_error(
+                    origin,
+                    format!(
+                        "apps {} and {} share the [config] dir {}; a bundle removes the files the last one had, so give each app its own",
+                        other.app,
+                        settings.app,
+                        mine.dir.display()
                     ),
                 ));
             }
@@ -540,7 +557,7 @@ impl Settings {
             }
             None => None,
         };
-        let window = crate::window::Windows::parse(&file.window)
+        let window = crate::window::Windows::parse(file.window.as_deref().unwrap_or_default())
             .map_err(|error| config_error(origin, format!("`window` {error}")))?;
         let apply = match file.apply.as_deref() {
             None | Some("now") => Apply::Now,

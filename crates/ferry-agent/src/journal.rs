@@ -97,9 +97,11 @@ impl Step {
     }
 }
 
-/// Everything the agent persists.
+/// Everything the agent persists. Fields this version does not know are ignored, so a
+/// downgraded agent reads a newer agent's journal (what it cannot know it cannot honour,
+/// but it keeps the host managed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 pub struct State {
     /// Format version of this file.
     pub schema: u32,
@@ -143,7 +145,7 @@ pub struct State {
 
 /// A release seen while `apply = "on-reboot"`: installed once the boot id differs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 pub struct PendingBoot {
     /// The artifact's SHA-256.
     pub sha256: String,

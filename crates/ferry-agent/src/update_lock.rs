@@ -1,6 +1,8 @@
 //! The application's update lock (`update-lock = "/run/hello/update.lock"`): while the
 //! application holds a lock (`flock(2)`, shared or exclusive) on that file, the agent does not
-//! install or restart it. The agent takes the lock exclusively before it installs, holds it
+//! install or restart it. The application makes the file (owned by its own user); the agent
+//! only opens it, read-only, so it never leaves a root-owned file in the application's
+//! directory. No file means no application that could hold it. The agent takes the lock exclusively before it installs, holds it
 //! through the restart and the health check, and lets go after; so a long job that holds it
 //! finishes first, and a job that starts during the swap waits for the swap to end.
 //!
@@ -73,23 +75,33 @@ fn try_lock(file: &File) -> std::io::Result<bool> {
 }
 
 impl UpdateLock {
+    fn open(&self) -> Result<Option<File>, Error> {
+        match OpenOptions::new().read(true).open(&self.path) {
+            Ok(file) => Ok(Some(file)),
+            // The application has not made the file: nothing runs that could hold it.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(lock = %self.path.display(), "the update lock file does not exist; nothing holds it");
+                Ok(None)
+            }
+            Err(error) => Err(Error::io("open the update lock", &self.path, error)),
+        }
+    }
+
+    /// Take the lock if it is free now: `Some` (holding it, or nothing to hold), `None` while
+    /// the application holds it.
+    pub fn try_acquire(&self) -> Result<Option<Option<Held>>, Error> {
+        let Some(file) = self.open()? else {
+            return Ok(Some(None));
+        };
+        Ok(try_lock(&file)
+            .map_err(|e| Error::io("lock", &self.path, e))?
+            .then_some(Some(Held { _file: file })))
+    }
+
     /// Wait for the lock: poll it every 100 ms until the timeout.
     pub async fn acquire(&self) -> Result<Acquired, Error> {
-        let file = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&self.path)
-        {
-            Ok(file) => file,
-            // No directory for it: the application has not made its runtime directory, so
-            // nothing runs that could hold the lock.
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                tracing::debug!(lock = %self.path.display(), "the update lock's directory does not exist; nothing holds it");
-                return Ok(Acquired::Held(None));
-            }
-            Err(error) => return Err(Error::io("open the update lock", &self.path, error)),
+        let Some(file) = self.open()? else {
+            return Ok(Acquired::Held(None));
         };
         let started = Instant::now();
         let mut announced = false;
@@ -207,6 +219,7 @@ mod tests {
     async fn a_free_lock_is_taken_and_released_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let lock = lock(dir.path(), 1000, Expired::Skip);
+        File::create(&lock.path).unwrap();
         let Acquired::Held(Some(held)) = lock.acquire().await.unwrap() else {
             panic!("expected the lock");
         };
@@ -254,12 +267,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn no_directory_means_nothing_holds_it() {
+    async fn no_file_means_nothing_holds_it_and_the_agent_makes_none() {
         let dir = tempfile::tempdir().unwrap();
-        let lock = lock(&dir.path().join("missing"), 100, Expired::Skip);
+        let lock = lock(dir.path(), 100, Expired::Skip);
         assert!(matches!(
             lock.acquire().await.unwrap(),
             Acquired::Held(None)
         ));
+        assert!(matches!(lock.try_acquire().unwrap(), Some(None)));
+        assert!(
+            !lock.path.exists(),
+            "the agent created the application's lock file"
+        );
+    }
+
+    #[tokio::test]
+    async fn try_acquire_says_when_the_application_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = lock(dir.path(), 100, Expired::Skip);
+        let application = hold_shared(&lock.path);
+        assert!(lock.try_acquire().unwrap().is_none());
+        drop(application);
+        assert!(matches!(lock.try_acquire().unwrap(), Some(Some(_))));
     }
 }

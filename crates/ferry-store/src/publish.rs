@@ -599,6 +599,7 @@ pub async fn rollback_channel(
     channel: &str,
     to: Option<&str>,
     single_publisher: bool,
+    urgent: bool,
 ) -> Result<(String, Advanced), Error> {
     let target = channel_target(app, channel);
     let Some(current) =
@@ -645,7 +646,7 @@ pub async fn rollback_channel(
         expires_at: None,
         single_publisher,
         provenance: None,
-        urgent: false,
+        urgent,
     };
     let advanced = repoint_channel(store, signer, &options, release).await?;
     Ok((current.release.version, advanced))

@@ -388,7 +388,10 @@ fn a_multi_app_agent_file_is_written_with_the_flags_store_and_keys() {
         .map(|app| app.app.clone().unwrap())
         .collect();
     assert_eq!(apps, ["web", "vision"], "{config}");
-    assert_eq!(file.apps[1].window, ["Mon-Fri 02:00-05:00 UTC"]);
+    assert_eq!(
+        file.apps[1].window.as_deref(),
+        Some(&["Mon-Fri 02:00-05:00 UTC".to_owned()][..])
+    );
 
     // A bad file is refused before anything is printed, naming the table.
     let bad = dir.write(

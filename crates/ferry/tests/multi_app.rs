@@ -136,6 +136,15 @@ fn one_agent_serves_three_apps_each_on_its_own_terms() {
     let worker = App::new(&dir, &store, "worker");
     let batch = App::new(&dir, &store, "batch");
 
+    let _supervisors: Vec<GroupGuard> = [&web, &worker, &batch]
+        .iter()
+        .map(|app| start_hello_supervisor(&ferry_binary(), &app.dir, app.port))
+        .collect();
+    for app in [&web, &worker, &batch] {
+        let deb = app.publisher.pack(&binary, "1.0.0-1", None);
+        app.publisher.publish(&deb);
+    }
+    // Taken after the packs and publishes, so their time does not eat into the margin.
     // batch may only be installed in a window a little later (whole seconds, UTC); the
     // other two at any time.
     let now = time::OffsetDateTime::now_utc();
@@ -155,21 +164,13 @@ fn one_agent_serves_three_apps_each_on_its_own_terms() {
         apps: vec![
             web.table(|_| {}),
             worker.table(|_| {}),
-            batch.table(|file| file.window = vec![window.clone()]),
+            batch.table(|file| file.window = Some(vec![window.clone()])),
         ],
         ..Default::default()
     };
     let config = dir.join("agent.toml");
     std::fs::write(&config, file.to_toml().unwrap()).unwrap();
 
-    let _supervisors: Vec<GroupGuard> = [&web, &worker, &batch]
-        .iter()
-        .map(|app| start_hello_supervisor(&ferry_binary(), &app.dir, app.port))
-        .collect();
-    for app in [&web, &worker, &batch] {
-        let deb = app.publisher.pack(&binary, "1.0.0-1", None);
-        app.publisher.publish(&deb);
-    }
     let metrics_port = ferry_testutil::free_port();
     let log = dir.join("agent.log");
     let mut command = ferry_testutil::ferry_command(&ferry_binary());
@@ -563,7 +564,7 @@ fn multi_app_files_refuse_what_would_be_ambiguous() {
     };
     let twice = write(&format!("{base}{}{}", app("web", ""), app("web", "")));
     assert!(
-        twice.contains("two [[app]] tables follow web/stable"),
+        twice.contains("two [[app]] tables serve app web"),
         "{twice}"
     );
     let typo = write(&format!("{base}{}", app("web", "chanel = \"beta\"\n")));

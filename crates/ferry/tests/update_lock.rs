@@ -184,6 +184,23 @@ impl Host {
         self.agent = Some(GroupGuard::spawn(&mut command));
     }
 
+    /// `ferry agent ARGS… --config agent.toml`, which must succeed.
+    fn agent_command(&self, arguments: &[&str]) {
+        let output = ferry_testutil::fleet::run_bounded(
+            ferry_testutil::ferry_command(&ferry_binary())
+                .arg("agent")
+                .args(arguments)
+                .arg("--config")
+                .arg(self.dir.join("agent.toml")),
+            Duration::from_secs(20),
+        );
+        assert!(
+            output.status.success(),
+            "ferry agent {arguments:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     fn publish(&self, version: &str) {
         let deb = self.publisher.pack(&self.binary, version, None);
         self.publisher.publish(&deb);
@@ -271,6 +288,29 @@ fn a_long_request_holding_the_update_lock_delays_the_swap_and_the_maximum_wait_h
         swapped - sent
     );
 
+    // 1b. A hold placed while the agent waits for the lock still counts once the lock is
+    //     free: 2.5.0-1 waits for `ferry agent release`.
+    let (_, job) = host.job(2000);
+    host.publish("2.5.0-1");
+    wait_until("the agent to wait for the lock again", &log, || {
+        host.report()["waiting"]
+            .as_str()
+            .is_some_and(|text| text.contains("waiting for the application's update lock"))
+    });
+    host.agent_command(&["hold", "hello", "--reason", "checking the disk"]);
+    let (answer, _) = job.join().unwrap();
+    assert_eq!(answer, Some((200, "2.0.0-1\n".into())));
+    wait_until("the report to say the host is held", &log, || {
+        host.report()["waiting"]
+            .as_str()
+            .is_some_and(|text| text.contains("checking the disk"))
+    });
+    assert_eq!(load.first_seen("2.5.0-1"), None, "held: nothing installed");
+    host.agent_command(&["release", "hello"]);
+    wait_until("2.5.0-1 to answer once released", &log, || {
+        load.first_seen("2.5.0-1").is_some()
+    });
+
     // 2. With a 1 s maximum and `skip`: the agent gives up on this poll (the report says
     //    so) and installs 3.0.0-1 at a later poll, once the 4 s job is over.
     host.start_agent("1s", "skip");
@@ -287,7 +327,7 @@ fn a_long_request_holding_the_update_lock_delays_the_swap_and_the_maximum_wait_h
         "skipped while the job runs"
     );
     let (answer, _) = job.join().unwrap();
-    assert_eq!(answer, Some((200, "2.0.0-1\n".into())));
+    assert_eq!(answer, Some((200, "2.5.0-1\n".into())));
     wait_until("3.0.0-1 to answer", &log, || {
         load.first_seen("3.0.0-1").is_some()
     });

@@ -90,6 +90,9 @@ pub struct Agent {
     floor: FloorRecords,
     /// The operator's hold as last reported (so placing or lifting one is reported).
     reported_hold: Option<String>,
+    /// The other apps of a multi-app agent (state dir, app, channel): self-update waits
+    /// while one of them is mid-update.
+    pub(crate) siblings: Vec<(PathBuf, String, String)>,
 }
 
 impl Agent {
@@ -189,6 +192,7 @@ impl Agent {
             retry_soon: false,
             floor,
             reported_hold: None,
+            siblings: Vec::new(),
             _lock: lock,
         })
     }
@@ -397,8 +401,9 @@ impl Agent {
             }
             self.state.etag = object.etag;
             self.seen_etag = None;
-            let waited =
-                self.state.waiting.take().is_some() || self.state.pending_boot.take().is_some();
+            let waited = self.state.waiting.take().is_some();
+            let pending = self.state.pending_boot.take().is_some();
+            let waited = waited || pending;
             if changed || waited {
                 self.save()?;
             }
@@ -419,24 +424,27 @@ impl Agent {
             return Ok(Outcome::Waiting { reason });
         }
         // Accept: the serial is persisted before anything else happens.
+        let before = self.state.clone();
         if target.serial > self.state.highest_serial {
             self.floor.record(&object.bytes);
         }
         self.state.highest_serial = self.state.highest_serial.max(target.serial);
-        if let Some(reason) = self.install_gate(&pointer, &target) {
+        if let Some(reason) = self.install_gate(pointer.urgent, &target) {
             // Verified and accepted, not installed yet: fetch it now (so the install is quick
             // when the gate opens) and look again at the next poll, which re-reads the pointer.
             self.prefetch(&target).await;
-            self.save()?;
+            if self.state != before {
+                self.save()?;
+            }
             tracing::info!(app = %self.settings.app, channel = %self.settings.channel, version = %target.version, serial = target.serial, "{reason}");
             return Ok(Outcome::Waiting { reason });
         }
-        self.update(target, object.etag).await
+        self.update(target, object.etag, pointer.urgent).await
     }
 
-    /// Why a verified release may not be installed now (an operator's hold, the update
-    /// window, `apply = "on-reboot"`), or `None`.
-    fn install_gate(&mut self, pointer: &ChannelPointer, target: &Release) -> Option<String> {
+    /// Why nothing may be installed or restarted now: an operator's hold, or (unless the
+    /// release is urgent) a closed update window.
+    pub(super) fn held_or_outside_window(&self, urgent: bool) -> Option<String> {
         let app = &self.settings.app;
         if let Some(hold) = Hold::read(&self.hold_path()) {
             return Some(format!(
@@ -444,10 +452,17 @@ impl Agent {
                 hold.describe()
             ));
         }
-        if !pointer.urgent {
-            if let Some(reason) = self.settings.window.wait_reason(jiff::Timestamp::now()) {
-                return Some(reason);
-            }
+        if urgent {
+            return None;
+        }
+        self.settings.window.wait_reason(jiff::Timestamp::now())
+    }
+
+    /// Why a verified release may not be installed now (an operator's hold, the update
+    /// window, `apply = "on-reboot"`), or `None`.
+    fn install_gate(&mut self, urgent: bool, target: &Release) -> Option<String> {
+        if let Some(reason) = self.held_or_outside_window(urgent) {
+            return Some(reason);
         }
         // A host with nothing installed has nothing to restart: its first release goes in now.
         if self.settings.apply == Apply::OnReboot && self.state.current.is_some() {
@@ -539,7 +554,12 @@ impl Agent {
     }
 
     /// Download, then install, restart, check; `etag` is the pointer's, remembered on commit.
-    async fn update(&mut self, target: Release, etag: Option<String>) -> Result<Outcome, Error> {
+    async fn update(
+        &mut self,
+        target: Release,
+        etag: Option<String>,
+        urgent: bool,
+    ) -> Result<Outcome, Error> {
         self.enter(
             Step::Downloading {
                 target: target.clone(),
@@ -590,26 +610,35 @@ impl Agent {
         // check, so nothing the application guards is cut off by the install or restart.
         let _held = match self.settings.update_lock.clone() {
             Some(lock) => {
-                let reason = format!(
-                    "waiting for the application's update lock {}",
-                    lock.path.display()
-                );
-                if self.state.waiting.as_deref() != Some(reason.as_str()) {
-                    self.state.waiting = Some(reason);
-                    self.report().await;
-                }
-                match lock.acquire().await {
+                let acquired = match lock.try_acquire() {
+                    Ok(Some(held)) => Ok(Acquired::Held(held)),
+                    Ok(None) => {
+                        // Contended: say so while waiting.
+                        self.state.waiting = Some(format!(
+                            "waiting for the application's update lock {}",
+                            lock.path.display()
+                        ));
+                        self.report().await;
+                        let acquired = lock.acquire().await;
+                        self.state.waiting = None;
+                        acquired
+                    }
+                    Err(error) => Err(error),
+                };
+                let held = match acquired {
                     Ok(Acquired::Held(held)) => held,
                     Ok(Acquired::Expired) => None,
                     Ok(Acquired::Skipped(reason)) => {
-                        tracing::warn!(app = %self.settings.app, channel = %self.settings.channel, version = %target.version, "{reason}");
-                        self.state.step = Step::Idle;
-                        self.state.outcome = outcome_before;
-                        self.save()?;
-                        return Ok(Outcome::Waiting { reason });
+                        return self.postpone(&target, outcome_before, reason);
                     }
                     Err(error) => return self.retry_later(error).await,
+                };
+                // The wait may have been long: a hold placed or a window closed meanwhile
+                // still counts.
+                if let Some(reason) = self.held_or_outside_window(urgent) {
+                    return self.postpone(&target, outcome_before, reason);
                 }
+                held
             }
             None => None,
         };
@@ -621,6 +650,20 @@ impl Agent {
             self.seen_etag = etag;
         }
         Ok(outcome)
+    }
+
+    /// Leave a downloaded release for a later poll (nothing on the host touched).
+    fn postpone(
+        &mut self,
+        target: &Release,
+        outcome_before: Option<HostState>,
+        reason: String,
+    ) -> Result<Outcome, Error> {
+        tracing::warn!(app = %self.settings.app, channel = %self.settings.channel, version = %target.version, "{reason}");
+        self.state.step = Step::Idle;
+        self.state.outcome = outcome_before;
+        self.save()?;
+        Ok(Outcome::Waiting { reason })
     }
 
     async fn install_restart_check(

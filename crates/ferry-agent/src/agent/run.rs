@@ -22,6 +22,8 @@ pub struct RunOptions {
     pub metrics: Option<Arc<Metrics>>,
     /// Where reports are written, when not to the store read from (`report-store`).
     pub report_store: Option<Store>,
+    /// The other apps served by the same process (state dir, app, channel).
+    pub siblings: Vec<(std::path::PathBuf, String, String)>,
 }
 
 /// One app of a multi-app agent, ready to run.
@@ -48,14 +50,32 @@ pub async fn run_apps(
 ) -> Vec<(String, Result<Option<Outcome>, Error>)> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let several = apps.len() > 1;
+    let everyone: Vec<(std::path::PathBuf, String, String)> = apps
+        .iter()
+        .map(|app| {
+            (
+                app.settings.state_dir.clone(),
+                app.settings.app.clone(),
+                app.settings.channel.clone(),
+            )
+        })
+        .collect();
     let runs = apps.into_iter().map(|app| {
         let stopped = stopped.clone();
         let name = format!("{}/{}", app.settings.app, app.settings.channel);
+        let siblings = everyone
+            .iter()
+            .filter(|(_, other, channel)| {
+                (other, channel) != (&app.settings.app, &app.settings.channel)
+            })
+            .cloned()
+            .collect();
         async move {
             let options = RunOptions {
                 once,
                 metrics: Some(app.metrics),
                 report_store: app.report_store,
+                siblings,
             };
             let mut delay = Duration::from_secs(1);
             loop {
@@ -116,6 +136,7 @@ pub async fn run(
     if let Some(report_store) = options.report_store.clone() {
         agent.report_store = Some(report_store);
     }
+    agent.siblings = options.siblings.clone();
     agent.retire_host_object().await;
     let settings = agent.settings.clone();
     tracing::info!(

@@ -78,8 +78,10 @@ fn non_empty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|value| !value.is_empty())
 }
 
-fn settings(common: &CommonArgs) -> anyhow::Result<Vec<Settings>> {
+/// The settings of every app of the file, and whether it has `[[app]]` tables.
+fn settings_of_file(common: &CommonArgs) -> anyhow::Result<(Vec<Settings>, bool)> {
     let file = AgentFile::read(&common.config)?;
+    let several = !file.apps.is_empty();
     let overrides = Overrides {
         store: common.store.clone(),
         s3_endpoint: common.s3_endpoint.clone(),
@@ -93,12 +95,17 @@ fn settings(common: &CommonArgs) -> anyhow::Result<Vec<Settings>> {
         architecture: non_empty(env::FERRY_ARCHITECTURE),
         boot_id: non_empty(env::FERRY_BOOT_ID),
     };
-    Ok(Settings::resolve_all(
+    let all = Settings::resolve_all(
         file,
         overrides,
         &common.config,
         Path::new("/etc/machine-id"),
-    )?)
+    )?;
+    Ok((all, several))
+}
+
+fn settings(common: &CommonArgs) -> anyhow::Result<Vec<Settings>> {
+    Ok(settings_of_file(common)?.0)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -111,15 +118,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn run_status(common: &CommonArgs, args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let all = settings(common)?;
+    let (all, several) = settings_of_file(common)?;
     let reports = all
         .iter()
         .map(ferry_agent::agent::local_status)
         .collect::<Result<Vec<_>, _>>()?;
     if args.json {
-        // One app: its report, as always; several: a list of them.
+        // A single-app file: its report, as always; `[[app]]` tables: a list of reports.
         let text = match reports.as_slice() {
-            [one] => serde_json::to_string_pretty(one)?,
+            [one] if !several => serde_json::to_string_pretty(one)?,
             many => serde_json::to_string_pretty(many)?,
         };
         println!("{text}");
@@ -221,7 +228,7 @@ fn run_hold(common: &CommonArgs, args: HoldArgs, hold: bool) -> anyhow::Result<E
     } else {
         match std::fs::remove_file(&path) {
             Ok(()) => println!(
-                "released {name} on this host: a waiting release is installed at the agent's next poll"
+                "released {name} on this host: a waiting release is installed at the agent's next poll, unless its update window, update lock or apply = \"on-reboot\" still holds it back"
             ),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 println!("{name} was not held on this host; nothing to release")

@@ -86,7 +86,7 @@ pub struct Args {
     #[arg(
         long,
         value_name = "FILE",
-        conflicts_with_all = ["install_root", "restart_unit", "health_http", "config_dir", "interval"]
+        conflicts_with_all = ["install", "install_root", "restart_unit", "health_http", "config_dir", "interval", "self_update"]
     )]
     pub agent_config: Option<PathBuf>,
 }

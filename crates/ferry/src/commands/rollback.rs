@@ -19,6 +19,9 @@ pub struct Args {
     /// Write even on a store that ignores conditional writes.
     #[arg(long)]
     pub single_publisher: bool,
+    /// Urgent: agents roll back even outside their update windows (as `publish --urgent`).
+    #[arg(long)]
+    pub urgent: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -34,6 +37,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             &args.target.channel,
             args.to.as_deref(),
             args.single_publisher,
+            args.urgent,
         ))
         .with_context(|| {
             format!(

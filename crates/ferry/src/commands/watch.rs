@@ -312,6 +312,7 @@ fn halt(
                 &args.target.channel,
                 None,
                 args.single_publisher,
+                false,
             ))
             .with_context(|| format!("{why}; and the rollback FAILED"))?;
         let text = format!(
