@@ -584,3 +584,99 @@ fn multi_app_files_refuse_what_would_be_ambiguous() {
     ));
     assert!(shared.contains("share `cache-dir`"), "{shared}");
 }
+
+#[test]
+fn an_app_whose_store_is_missing_at_start_holds_up_no_other_app() {
+    let dir = Dir::new("multi-app-missing-store");
+    let binary = hello_binary(&dir);
+    let (alpha, alpha_store) =
+        Publisher::on_directory_store(&ferry_binary(), &dir.join("alpha"), "alpha", CHANNEL);
+    // beta's store directory is not there yet (a file system not mounted yet).
+    let beta_store_dir = dir.join("beta-store");
+    let beta_store = format!("file://{}", beta_store_dir.display());
+    let unpack = |name: &str| InstallFile::Unpack {
+        root: dir.join(format!("srv-{name}")),
+        keep: None,
+    };
+    let file = ferry_agent::AgentFile {
+        trust: vec![alpha.public_key()],
+        interval: Some("200ms".into()),
+        jitter: Some("0s".into()),
+        backoff_max: Some("500ms".into()),
+        state_dir: Some(dir.join("state")),
+        host_id: Some(HOST.into()),
+        apps: vec![
+            ferry_agent::AgentFile {
+                app: Some("alpha".into()),
+                store: Some(alpha_store.clone()),
+                install: Some(unpack("alpha")),
+                ..Default::default()
+            },
+            ferry_agent::AgentFile {
+                app: Some("beta".into()),
+                store: Some(beta_store.clone()),
+                install: Some(unpack("beta")),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    let config = dir.join("agent.toml");
+    std::fs::write(&config, file.to_toml().unwrap()).unwrap();
+    alpha.publish(&alpha.pack(&binary, "1.0.0-1", None));
+
+    let log = dir.join("agent.log");
+    let mut command = ferry_testutil::ferry_command(&ferry_binary());
+    command
+        .args(["agent", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let _agent = GroupGuard::spawn(&mut command);
+    let installed = |name: &str| {
+        std::fs::read_to_string(dir.join(format!(
+            "srv-{name}/current/usr/share/hello-service/version"
+        )))
+        .ok()
+        .map(|text| text.trim().to_owned())
+    };
+    wait_until(
+        "alpha to install while beta's store is missing",
+        Duration::from_secs(60),
+        &log,
+        || installed("alpha").as_deref() == Some("1.0.0-1"),
+    );
+    assert_eq!(installed("beta"), None);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("cannot open the store, retrying"), "{text}");
+
+    // The store appears: beta takes its release by itself.
+    let deb = alpha.pack(&binary, "2.0.0-1", None);
+    let output = run_bounded(
+        ferry_testutil::ferry_command(&ferry_binary())
+            .args([
+                "publish",
+                "--app",
+                "beta",
+                "--create-store",
+                "--store",
+                &beta_store,
+                "--key",
+            ])
+            .arg(dir.join("alpha/work/release.key"))
+            .arg(&deb),
+        Duration::from_secs(60),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    wait_until(
+        "beta to install once its store is there",
+        Duration::from_secs(60),
+        &log,
+        || installed("beta").as_deref() == Some("2.0.0-1"),
+    );
+    assert_eq!(installed("alpha").as_deref(), Some("1.0.0-1"));
+}

@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::poll::{ErrorChain, Polled, poll_pointer};
 pub use crate::report::{StatusReport, local_status, now_text, status_report};
 use crate::update_lock::{Acquired, Hold};
-pub use run::{AppRun, RunOptions, run, run_apps};
+pub use run::{AppRun, OpenStore, RunOptions, run, run_apps};
 
 mod followers;
 mod rollback;

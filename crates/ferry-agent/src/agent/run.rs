@@ -26,13 +26,15 @@ pub struct RunOptions {
     pub siblings: Vec<(std::path::PathBuf, String, String)>,
 }
 
+/// Opens an app's store (again, with backoff, while it cannot be opened yet).
+pub type OpenStore = Box<dyn Fn() -> Result<Store, ferry_store::Error>>;
+
 /// One app of a multi-app agent, ready to run.
-#[derive(Debug)]
 pub struct AppRun {
     /// Its settings.
     pub settings: Settings,
-    /// Its store (apps on the same store share one client and its connection pool).
-    pub store: Store,
+    /// Opens its store; apps on the same store get one client and its connection pool.
+    pub open_store: OpenStore,
     /// Where its reports go, when not to `store`.
     pub report_store: Option<Store>,
     /// Its counters, served with an `app` label.
@@ -83,13 +85,28 @@ pub async fn run_apps(
                 let shutdown = async move {
                     let _ = until_stopped.wait_for(|stop| *stop).await;
                 };
-                let result = run(
-                    app.settings.clone(),
-                    app.store.clone(),
-                    shutdown,
-                    options.clone(),
-                )
-                .await;
+                let result = match (app.open_store)() {
+                    Ok(store) => run(app.settings.clone(), store, shutdown, options.clone()).await,
+                    // A store that is down when the agent starts (a file:// directory not
+                    // mounted yet) is waited for like one that goes down later, this app's
+                    // alone: the host must not be left unmanaged, nor the other apps held up.
+                    Err(error) if error.is_transient() && !once => {
+                        tracing::warn!(
+                            app = %name, store = %app.settings.store, retry_in_ms = delay.as_millis() as u64,
+                            "cannot open the store, retrying (the service is not touched): {error}"
+                        );
+                        let mut until_stopped = stopped.clone();
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            _ = until_stopped.wait_for(|stop| *stop) => return (name, Ok(None)),
+                        }
+                        delay = (delay * 2).min(app.settings.backoff_max.max(delay));
+                        continue;
+                    }
+                    Err(error) => Err(Error::Store {
+                        message: format!("cannot open the store {}: {error}", app.settings.store),
+                    }),
+                };
                 match result {
                     // An app that cannot start (its keys unreadable, its journal locked by
                     // another agent) is tried again, without holding up the others.

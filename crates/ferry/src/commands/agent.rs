@@ -5,10 +5,12 @@
 //! defaults), opens the stores (one client per store URL), installs the signal handlers and
 //! the optional metrics endpoint.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -256,21 +258,13 @@ fn run_agent(
     runtime.block_on(async move {
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
-        // One client (and connection pool) per store: apps on the same store share it.
-        let mut stores: HashMap<(String, Option<String>), ferry_store::Store> = HashMap::new();
+        // One client (and connection pool) per store: apps on the same store share it. Each
+        // app opens its store in its own loop, so one app's store missing at start (a
+        // file:// directory not mounted yet) holds up only that app.
+        let stores: Rc<RefCell<HashMap<(String, Option<String>), ferry_store::Store>>> =
+            Rc::default();
         let mut apps = Vec::with_capacity(all.len());
         for settings in all {
-            let key = (settings.store.clone(), settings.s3_endpoint.clone());
-            let store = match stores.get(&key) {
-                Some(store) => store.clone(),
-                None => {
-                    let Some(store) = open_store(&settings, once, &mut shutdown).await? else {
-                        return Ok(ExitCode::SUCCESS);
-                    };
-                    stores.insert(key, store.clone());
-                    store
-                }
-            };
             let options = env::store_options(settings.s3_endpoint.clone());
             let report_store = match &settings.report_store {
                 Some(url) => Some(
@@ -279,15 +273,28 @@ fn run_agent(
                 ),
                 None => None,
             };
-            if store.is_read_only() && report_store.is_none() && settings.report {
+            let read_only = ["http://", "https://"]
+                .iter()
+                .any(|scheme| settings.store.starts_with(scheme));
+            if read_only && report_store.is_none() && settings.report {
                 tracing::warn!(
                     app = %settings.app, store = %settings.store,
                     "host reports are off: the store is read-only (http/https); set report-store to the s3:// or file:// store behind it so ferry status sees this host"
                 );
             }
+            let key = (settings.store.clone(), settings.s3_endpoint.clone());
+            let shared = stores.clone();
+            let open_store: ferry_agent::agent::OpenStore = Box::new(move || {
+                if let Some(store) = shared.borrow().get(&key) {
+                    return Ok(store.clone());
+                }
+                let store = ferry_store::Store::open(&key.0, &options)?;
+                shared.borrow_mut().insert(key.clone(), store.clone());
+                Ok(store)
+            });
             apps.push(ferry_agent::AppRun {
                 settings,
-                store,
+                open_store,
                 report_store,
                 metrics: Arc::new(Metrics::default()),
             });
@@ -325,38 +332,6 @@ fn run_agent(
         }
         Ok(code)
     })
-}
-
-/// Open the store of `settings`. A store that is down when the agent starts (a file://
-/// directory not mounted yet) is waited for like one that goes down later: the agent must not
-/// exit and leave the host unmanaged. `None`: shut down while waiting.
-async fn open_store(
-    settings: &Settings,
-    once: bool,
-    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> anyhow::Result<Option<ferry_store::Store>> {
-    let options = env::store_options(settings.s3_endpoint.clone());
-    let mut delay = std::time::Duration::from_millis(500);
-    loop {
-        match ferry_store::Store::open(&settings.store, &options) {
-            Ok(store) => return Ok(Some(store)),
-            Err(error) if error.is_transient() && !once => {
-                tracing::warn!(
-                    store = %settings.store, retry_in_ms = delay.as_millis() as u64,
-                    "cannot open the store, retrying (the service is not touched): {error}"
-                );
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = shutdown.as_mut() => return Ok(None),
-                }
-                delay = (delay * 2).min(settings.backoff_max.max(delay));
-            }
-            Err(error) => {
-                return Err(error)
-                    .with_context(|| format!("cannot open the store {}", settings.store));
-            }
-        }
-    }
 }
 
 async fn shutdown_signal() {
