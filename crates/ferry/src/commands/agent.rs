@@ -243,6 +243,9 @@ fn run_hold(common: &CommonArgs, args: HoldArgs, hold: bool) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+/// The stores opened so far, by URL and S3 endpoint, shared by the apps' openers.
+type SharedStores = Rc<RefCell<HashMap<(String, Option<String>), ferry_store::Store>>>;
+
 fn run_agent(
     common: CommonArgs,
     once: bool,
@@ -261,8 +264,7 @@ fn run_agent(
         // One client (and connection pool) per store: apps on the same store share it. Each
         // app opens its store in its own loop, so one app's store missing at start (a
         // file:// directory not mounted yet) holds up only that app.
-        let stores: Rc<RefCell<HashMap<(String, Option<String>), ferry_store::Store>>> =
-            Rc::default();
+        let stores: SharedStores = Rc::default();
         let mut apps = Vec::with_capacity(all.len());
         for settings in all {
             let options = env::store_options(settings.s3_endpoint.clone());
