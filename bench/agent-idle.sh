@@ -41,11 +41,7 @@ trap cleanup EXIT
 start_moto "$work/moto.log"
 
 # A 10 MB package (incompressible payload, stored uncompressed), published once.
-mkdir -p "$work/pkg/DEBIAN" "$work/pkg/usr/share/bench"
-printf 'Package: bench\nVersion: 1.0\nArchitecture: all\nMaintainer: Bench <bench@example.invalid>\nDescription: benchmark payload\n' \
-  >"$work/pkg/DEBIAN/control"
-head -c $((10 * 1024 * 1024)) /dev/urandom >"$work/pkg/usr/share/bench/payload"
-dpkg-deb --root-owner-group -Znone --build "$work/pkg" "$work/bench.deb" >/dev/null
+payload_deb "$work" $((10 * 1024 * 1024))
 "$ferry" keygen "$work/bench" >/dev/null
 "$ferry" -q publish --store "s3://ferry-bench/fleet" --s3-endpoint "$endpoint" \
   --app bench --channel stable --key "$work/bench.key" "$work/bench.deb" >/dev/null
@@ -112,13 +108,7 @@ measure_agent direct "$endpoint"
 # moto answers every request with `Connection: close`, so each poll above pays a TCP
 # handshake (both ends' kernel work lands on the agent over loopback). AWS S3 keeps
 # connections alive; a small keep-alive front in front of moto shows that case.
-front_port="$(free_port)"
-python3 bench/agent-keepalive-front.py "$front_port" "$moto_port" >"$work/front.log" 2>&1 &
-front_pid=$!
-for _ in $(seq 1 100); do
-  curl -fs "http://127.0.0.1:$front_port/" >/dev/null 2>&1 && break
-  sleep 0.05
-done
+start_keepalive_front "$work/front.log"
 measure_agent keepalive "http://127.0.0.1:$front_port"
 kill "$front_pid"; wait "$front_pid" 2>/dev/null || true
 ticks_per_second="$(getconf CLK_TCK)"

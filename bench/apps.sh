@@ -37,21 +37,11 @@ cleanup() {
 trap cleanup EXIT
 
 start_moto "$work/moto.log"
-front_port="$(free_port)"
-python3 bench/agent-keepalive-front.py "$front_port" "$moto_port" >"$work/front.log" 2>&1 &
-front_pid=$!
-for _ in $(seq 1 100); do
-  curl -fs "http://127.0.0.1:$front_port/" >/dev/null 2>&1 && break
-  sleep 0.05
-done
+start_keepalive_front "$work/front.log"
 front="http://127.0.0.1:$front_port"
 
 # One small package, published to every app.
-mkdir -p "$work/pkg/DEBIAN" "$work/pkg/usr/share/bench"
-printf 'Package: bench\nVersion: 1.0\nArchitecture: all\nMaintainer: Bench <bench@example.invalid>\nDescription: benchmark payload\n' \
-  >"$work/pkg/DEBIAN/control"
-head -c 65536 /dev/urandom >"$work/pkg/usr/share/bench/payload"
-dpkg-deb --root-owner-group -Znone --build "$work/pkg" "$work/bench.deb" >/dev/null
+payload_deb "$work" 65536
 "$ferry" keygen "$work/bench" >/dev/null
 for index in $(seq 1 "$apps"); do
   "$ferry" -q publish --store "s3://ferry-bench/fleet" --s3-endpoint "$endpoint" \

@@ -24,3 +24,25 @@ start_moto() {
   endpoint="http://127.0.0.1:$moto_port"
   aws --endpoint-url "$endpoint" s3api create-bucket --bucket ferry-bench >/dev/null
 }
+
+# start_keepalive_front LOG_FILE: bench/agent-keepalive-front.py on a free port in front of
+# the moto server (start_moto first), wait until it answers. Sets front_pid and front_port.
+start_keepalive_front() {
+  front_port="$(free_port)"
+  python3 bench/agent-keepalive-front.py "$front_port" "$moto_port" >"$1" 2>&1 &
+  front_pid=$!
+  for _ in $(seq 1 100); do
+    curl -fs "http://127.0.0.1:$front_port/" >/dev/null 2>&1 && break
+    sleep 0.05
+  done
+}
+
+# payload_deb DIR BYTES: build DIR/bench.deb, package `bench` 1.0 (Architecture: all) with
+# BYTES of incompressible payload, stored uncompressed.
+payload_deb() {
+  mkdir -p "$1/pkg/DEBIAN" "$1/pkg/usr/share/bench"
+  printf 'Package: bench\nVersion: 1.0\nArchitecture: all\nMaintainer: Bench <bench@example.invalid>\nDescription: benchmark payload\n' \
+    >"$1/pkg/DEBIAN/control"
+  head -c "$2" /dev/urandom >"$1/pkg/usr/share/bench/payload"
+  dpkg-deb --root-owner-group -Znone --build "$1/pkg" "$1/bench.deb" >/dev/null
+}

@@ -61,11 +61,6 @@ impl Metrics {
             Metrics::increment(&self.patch_fallbacks);
         }
     }
-
-    /// The Prometheus text exposition of the counters.
-    pub fn render(&self, app: &str, channel: &str) -> String {
-        render_all(&[(app, channel, self)])
-    }
 }
 
 /// One app's counters as served: labelled with its app and channel.

@@ -570,6 +570,35 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// Wait (at most `limit`) until `check` holds; else panic naming `what`, with the log at
+/// `log` (an agent's stderr) in the message.
+pub fn wait_until_logged(what: &str, limit: Duration, log: &Path, mut check: impl FnMut() -> bool) {
+    if wait_for(limit, Duration::from_millis(50), || check().then_some(())).is_none() {
+        panic!(
+            "timed out waiting for {what}; agent log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+}
+
+/// `[restart]` through a `ferry run --control SOCKET` supervisor, with a 20 s limit.
+pub fn supervisor_restart(control: &Path) -> ferry_agent::config::RestartFile {
+    ferry_agent::config::RestartFile::Supervisor {
+        control: control.to_path_buf(),
+        timeout: Some("20s".into()),
+    }
+}
+
+/// `[health]`: hello-service's `/health` on `port`, retried every 100 ms within `timeout`.
+pub fn http_health(port: u16, timeout: &str) -> ferry_agent::config::HealthFile {
+    ferry_agent::config::HealthFile {
+        http: Some(format!("http://127.0.0.1:{port}/health")),
+        timeout: Some(timeout.into()),
+        retry: Some("100ms".into()),
+        ..Default::default()
+    }
+}
+
 /// Poll `check` every `pause` until it returns `Some` or `limit` runs out.
 pub fn wait_for<T>(
     limit: Duration,

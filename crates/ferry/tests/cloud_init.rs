@@ -41,6 +41,19 @@ fn parse_yaml(file: &Path) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).expect("python printed JSON")
 }
 
+/// The content of the user-data's `write_files` entry for `path`.
+fn written_file(document: &serde_json::Value, path: &str) -> String {
+    document["write_files"]
+        .as_array()
+        .expect("write_files")
+        .iter()
+        .find(|file| file["path"] == path)
+        .unwrap_or_else(|| panic!("no write_files entry for {path}"))["content"]
+        .as_str()
+        .expect("a text content")
+        .to_owned()
+}
+
 /// A path of the server, moved under the sandbox root.
 fn under(root: &Path, path: &str) -> PathBuf {
     root.join(path.trim_start_matches('/'))
@@ -293,15 +306,7 @@ fn agent_deb_url_with_sha256_is_valid_and_pinned() {
         script.contains("https://downloads.example/ferry_0.1.0-1_amd64.deb"),
         "{script}"
     );
-    let config = document["write_files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|file| file["path"] == "/etc/ferry/agent.toml")
-        .unwrap()["content"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let config = written_file(&document, "/etc/ferry/agent.toml");
     for wanted in [
         "store = \"s3://fleet-bucket/ferry\"",
         "s3-endpoint = \"http://127.0.0.1:9000\"",
@@ -352,32 +357,30 @@ fn a_multi_app_agent_file_is_written_with_the_flags_store_and_keys() {
          [[app]]\napp = \"vision\"\nwindow = [\"Mon-Fri 02:00-05:00 UTC\"]\nupdate-lock = \"/run/vision/update.lock\"\n\
          [app.install]\nmethod = \"dpkg\"\n",
     );
-    let output = ok(ferry()
-        .args([
-            "cloud-init",
-            "--store",
-            "s3://fleet-bucket/ferry",
-            "--app",
-            "web",
-        ])
-        .arg("--trust")
-        .arg(dir.join("release.pub"))
-        .args(["--agent-deb", "https://downloads.example/ferry.deb"])
-        .args(["--agent-deb-sha256", &"cd".repeat(32)])
-        .arg("--agent-config")
-        .arg(&agent));
+    // `ferry cloud-init` for app web with `--agent-config FILE`.
+    let cloud_init = |file: &Path| {
+        let mut command = ferry();
+        command
+            .args([
+                "cloud-init",
+                "--store",
+                "s3://fleet-bucket/ferry",
+                "--app",
+                "web",
+            ])
+            .arg("--trust")
+            .arg(dir.join("release.pub"))
+            .args(["--agent-deb", "https://downloads.example/ferry.deb"])
+            .args(["--agent-deb-sha256", &"cd".repeat(32)])
+            .arg("--agent-config")
+            .arg(file);
+        command
+    };
+    let output = ok(&mut cloud_init(&agent));
     let user_data = dir.write("user-data.yaml", &output.stdout);
     cloud_init_schema(&user_data);
     let document = parse_yaml(&user_data);
-    let config = document["write_files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|file| file["path"] == "/etc/ferry/agent.toml")
-        .unwrap()["content"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let config = written_file(&document, "/etc/ferry/agent.toml");
     let file = ferry_agent::AgentFile::parse(&config, Path::new("agent.toml")).unwrap();
     assert_eq!(file.store.as_deref(), Some("s3://fleet-bucket/ferry"));
     assert_eq!(file.trust.len(), 1, "the --trust key: {config}");
@@ -398,22 +401,7 @@ fn a_multi_app_agent_file_is_written_with_the_flags_store_and_keys() {
         "bad.toml",
         "[[app]]\napp = \"web\"\nwindow = [\"Someday 02:00-05:00\"]\n[app.install]\nmethod = \"dpkg\"\n",
     );
-    let refused = fails(
-        ferry()
-            .args([
-                "cloud-init",
-                "--store",
-                "s3://fleet-bucket/ferry",
-                "--app",
-                "web",
-            ])
-            .arg("--trust")
-            .arg(dir.join("release.pub"))
-            .args(["--agent-deb", "https://downloads.example/ferry.deb"])
-            .args(["--agent-deb-sha256", &"cd".repeat(32)])
-            .arg("--agent-config")
-            .arg(&bad),
-    );
+    let refused = fails(&mut cloud_init(&bad));
     assert!(
         refused.contains("bad.toml is not a valid agent file") && refused.contains("not a day"),
         "{refused}"

@@ -4,12 +4,14 @@
 //! `ferry run` supervisor where a running service is the point.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_agent::config::InstallFile;
 use ferry_testutil::Dir;
+use ferry_testutil::fleet::wait_until_logged as wait_until;
 use ferry_testutil::fleet::{
-    GroupGuard, Publisher, http_get, run_bounded, start_hello_supervisor, stripped_copy, toml_table,
+    GroupGuard, Publisher, http_get, http_health, run_bounded, start_hello_supervisor,
+    stripped_copy, supervisor_restart,
 };
 
 const CHANNEL: &str = "stable";
@@ -70,20 +72,8 @@ impl App {
                 root: self.dir.join("srv"),
                 keep: None,
             }),
-            restart: Some(toml_table(
-                &format!(
-                    "method = \"supervisor\"\ncontrol = {:?}\ntimeout = \"20s\"",
-                    self.dir.join("control.sock").display().to_string()
-                ),
-                "restart",
-            )),
-            health: Some(toml_table(
-                &format!(
-                    "http = \"http://127.0.0.1:{}/health\"\ntimeout = \"3s\"\nretry = \"100ms\"",
-                    self.port
-                ),
-                "health",
-            )),
+            restart: Some(supervisor_restart(&self.dir.join("control.sock"))),
+            health: Some(http_health(self.port, "3s")),
             ..Default::default()
         };
         extra(&mut file);
@@ -104,21 +94,6 @@ impl App {
         .ok()?;
         serde_json::from_str(&text).ok()
     }
-}
-
-/// Wait (bounded) until `check` holds; panics with `what` and the agent's log.
-fn wait_until(what: &str, limit: Duration, log: &Path, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "timed out waiting for {what}; agent log:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
 }
 
 fn utc_clock(at: time::OffsetDateTime) -> String {

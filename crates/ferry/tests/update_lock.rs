@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use ferry_agent::config::InstallFile;
 use ferry_testutil::Dir;
 use ferry_testutil::fleet::{
-    GroupGuard, Publisher, http_get, stripped_copy, supervisor_command, toml_table,
+    GroupGuard, Publisher, http_get, http_health, stripped_copy, supervisor_command,
+    supervisor_restart,
 };
 
 fn ferry_binary() -> PathBuf {
@@ -104,18 +105,8 @@ fn lock_is_held(path: &Path) -> bool {
     !free
 }
 
-fn wait_until(what: &str, log: &Path, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!(
-        "timed out waiting for {what}; agent log:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
+fn wait_until(what: &str, log: &Path, check: impl FnMut() -> bool) {
+    ferry_testutil::fleet::wait_until_logged(what, Duration::from_secs(60), log, check);
 }
 
 struct Host {
@@ -148,20 +139,8 @@ impl Host {
                 root: self.dir.join("srv"),
                 keep: None,
             }),
-            restart: Some(toml_table(
-                &format!(
-                    "method = \"supervisor\"\ncontrol = {:?}\ntimeout = \"20s\"",
-                    self.dir.join("control.sock").display().to_string()
-                ),
-                "restart",
-            )),
-            health: Some(toml_table(
-                &format!(
-                    "http = \"http://127.0.0.1:{}/health\"\ntimeout = \"10s\"\nretry = \"100ms\"",
-                    self.port
-                ),
-                "health",
-            )),
+            restart: Some(supervisor_restart(&self.dir.join("control.sock"))),
+            health: Some(http_health(self.port, "10s")),
             update_lock: Some(self.lock.clone()),
             update_lock_timeout: Some(timeout.into()),
             update_lock_expired: Some(expired.into()),

@@ -505,28 +505,42 @@ impl Agent {
         if artifact_path(&self.settings.cache_dir, &target.sha256).is_file() {
             return;
         }
-        let fetched = crate::delta::fetch(
+        match self.fetch(target).await {
+            Ok(bytes) => tracing::info!(
+                app = %self.settings.app, channel = %self.settings.channel, version = %target.version, serial = target.serial,
+                step = "download", bytes, "artifact downloaded and verified ahead of its install"
+            ),
+            Err(error) => tracing::warn!(
+                app = %self.settings.app, channel = %self.settings.channel, version = %target.version,
+                "cannot download the waiting release yet (tried again later): {error}"
+            ),
+        }
+    }
+
+    /// Fetch a release into the cache (from a patch, whole, or already there), counted in
+    /// the metrics and the journal's `last_download`; returns the bytes fetched. A release
+    /// fetched ahead of its install (a window, a hold) keeps the record of that download.
+    async fn fetch(&mut self, target: &Release) -> Result<u64, Error> {
+        let (_, record) = crate::delta::fetch(
             &self.store,
             &self.trusted,
             &self.settings.cache_dir,
             &self.settings.app,
             target,
         )
-        .await;
-        match fetched {
-            Ok((_, record)) => {
-                tracing::info!(
-                    app = %self.settings.app, channel = %self.settings.channel, version = %target.version, serial = target.serial,
-                    step = "download", bytes = record.bytes, "artifact downloaded and verified ahead of its install"
-                );
-                self.metrics.record_download(&record);
-                self.state.last_download = Some(record);
-            }
-            Err(error) => tracing::warn!(
-                app = %self.settings.app, channel = %self.settings.channel, version = %target.version,
-                "cannot download the waiting release yet (tried again later): {error}"
-            ),
+        .await?;
+        self.metrics.record_download(&record);
+        let bytes = record.bytes;
+        let prefetched = record.via == "cached"
+            && self
+                .state
+                .last_download
+                .as_ref()
+                .is_some_and(|last| last.version == record.version);
+        if !prefetched {
+            self.state.last_download = Some(record);
         }
+        Ok(bytes)
     }
 
     /// Why this host must wait for its rollout wave, or `None` when it may update now.
@@ -572,28 +586,8 @@ impl Agent {
         self.state.waiting = None;
         self.report().await;
         let started = Instant::now();
-        let fetched = crate::delta::fetch(
-            &self.store,
-            &self.trusted,
-            &self.settings.cache_dir,
-            &self.settings.app,
-            &target,
-        )
-        .await;
-        match fetched {
-            Ok((_, record)) => {
-                self.metrics.record_download(&record);
-                // Fetched ahead of a window or hold: keep the record of that download.
-                let prefetched = record.via == "cached"
-                    && self
-                        .state
-                        .last_download
-                        .as_ref()
-                        .is_some_and(|last| last.version == record.version);
-                if !prefetched {
-                    self.state.last_download = Some(record);
-                }
-            }
+        match self.fetch(&target).await {
+            Ok(_) => {}
             // The store does not (yet) hold what the signed release names: a lagging replica,
             // a half-synced mirror, a corrupted copy. Not the release's fault: retried.
             Err(error @ Error::Refused { .. }) => {
