@@ -206,7 +206,9 @@ impl Store {
     }
 
     /// Writes (and listings, which a static server cannot answer) go to the store behind an
-    /// `http(s)://` one.
+    /// `http(s)://` one. A `file://` store whose directory is gone takes no write either: the
+    /// write would make the directory again, empty, and the next read would find "nothing
+    /// published" where the store is only down (an agent's report racing an unmount).
     fn require_writable(&self, operation: &'static str, path: &str) -> Result<(), Error> {
         if self.is_read_only() {
             return Err(Error::ReadOnly {
@@ -214,7 +216,7 @@ impl Store {
                 location: self.location(path),
             });
         }
-        Ok(())
+        self.require_local_root()
     }
 
     /// The `Cache-Control` header for an object written at `path`: set on S3 only (a
@@ -685,6 +687,21 @@ mod tests {
         };
         let store = Store::open(&url, &options).unwrap();
         (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_write_to_a_removed_store_directory_fails_and_does_not_make_it_again() {
+        let (dir, store) = local();
+        let root = dir.path().join("store");
+        std::fs::remove_dir(&root).unwrap();
+        let error = store
+            .put_overwrite("apps/a/hosts/h.json", Bytes::from_static(b"{}"))
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("store directory"), "{error}");
+        assert!(!root.exists(), "the write made the store directory again");
+        // And reading it is "down", not "nothing published".
+        assert!(store.get("apps/a/channels/c.json", 100).await.is_err());
     }
 
     #[tokio::test]
